@@ -1,0 +1,39 @@
+"""SB3's own DQN, PPO and SAC, registered in the zoo as baselines (`dqn`, `ppo`, `sac`).
+
+They are the SB3 classes unchanged but for :class:`~agents.common.persistence.ZooAlgorithm`, which gives them the
+zoo's pickle-free checkpoints, so that every agent of the zoo is compared against them with the same runner,
+logger, evaluation and checkpoint format.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import stable_baselines3
+
+from agents.common.persistence import ZooAlgorithm
+
+
+class DQN(ZooAlgorithm, stable_baselines3.DQN):
+    """Deep Q-Network (Mnih et al. 2015), SB3's implementation. See :class:`stable_baselines3.DQN`."""
+
+    agent_id = "dqn"
+
+
+class PPO(ZooAlgorithm, stable_baselines3.PPO):
+    """Proximal Policy Optimization (Schulman et al. 2017), SB3's implementation. See :class:`stable_baselines3.PPO`."""
+
+    agent_id = "ppo"
+
+
+class SAC(ZooAlgorithm, stable_baselines3.SAC):
+    """Soft Actor-Critic (Haarnoja et al. 2018), SB3's implementation. See :class:`stable_baselines3.SAC`."""
+
+    agent_id = "sac"
+
+    def _setup_model(self) -> None:
+        if self.env is None and self.target_entropy == "auto":  # loaded without an env: use the stored space
+            self.target_entropy = float(-np.prod(self.action_space.shape))
+        super()._setup_model()
+
+
+__all__ = ["DQN", "PPO", "SAC"]

@@ -1,0 +1,492 @@
+"""The zoo's episode storage: whole episodes stored once, sampled as fixed-length segments.
+
+:class:`EpisodeBuffer` stores episodes as growing contiguous step arrays plus episode offsets, and samples
+fixed-length segments exactly like DIAMOND's ``BatchSampler``
+(https://github.com/eloialonso/diamond/blob/main/src/data/batch_sampler.py), with DIAMOND's chunked recency
+weights or Delta-IRIS's count-based episode weights (``src/data/episode_count.py`` of vmicheli/delta-iris).
+World-model (DIAMOND, Delta-IRIS), sequence (DT, RADT) and imitation (ACT) agents all use it.
+
+Step ``t`` of an episode holds the observation the action was taken in, the action, the reward that followed and
+whether the episode terminated (``end``) or was truncated (``trunc``) with it; the two are never merged.
+Files go through the .npz helpers of :mod:`agents.common.buffers`: written atomically, read without pickle.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.common.buffers import Shape, atomic_savez, check_array, read_npz
+
+__all__ = ["RECENCY_WEIGHTS", "Episode", "EpisodeBuffer", "EpisodeBuilder", "Segment"]
+
+#: DIAMOND's ``sample_weights``: the most recent quarter of the episodes gets 70% of the draws.
+RECENCY_WEIGHTS: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7)
+WEIGHT_SCHEMES = ("uniform", "length", "recency", "count")
+CORE_FIELDS = ("obs", "act", "rew", "end", "trunc")
+EXTRA_PREFIX, COUNT_PREFIX = "extra.", "count."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Episodes and segments
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Episode:
+    """One whole episode: per-step arrays of equal length ``T`` (``obs[t]`` is what ``act[t]`` was taken in)."""
+
+    obs: np.ndarray  # [T, *obs_shape]
+    act: np.ndarray  # [T, *act_shape]
+    rew: np.ndarray  # [T] float32
+    end: np.ndarray  # [T] bool, termination
+    trunc: np.ndarray  # [T] bool, truncation
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [T, ...]
+
+    def __len__(self) -> int:
+        return len(self.rew)
+
+
+@dataclass
+class Segment:
+    """A batch of ``B`` windows of ``L`` steps; padded positions are zeros/False with ``mask`` False."""
+
+    obs: np.ndarray  # [B, L, *obs_shape]
+    act: np.ndarray  # [B, L, *act_shape]
+    rew: np.ndarray  # [B, L]
+    end: np.ndarray  # [B, L]
+    trunc: np.ndarray  # [B, L]
+    mask: np.ndarray  # [B, L] bool, False where padded
+    episode_ids: np.ndarray  # [B] index of the episode in the buffer
+    starts: np.ndarray  # [B] first timestep of the window, negative when left-padded
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [B, L, ...]
+
+
+def _coerce(name: str, value: Any, shape: Shape, dtype: np.dtype) -> np.ndarray:
+    """``value`` as an array of ``shape`` and ``dtype``; refuses object arrays and casts that change the kind."""
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise ValueError(f"'{name}' is an object array; expected dtype {dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"'{name}' has shape {arr.shape}; expected {tuple(shape)}")
+    if dtype == np.bool_ and arr.dtype != np.bool_:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"'{name}' must hold booleans (0 or 1); found values {np.unique(arr)[:5].tolist()}")
+    elif not np.can_cast(arr.dtype, dtype, "same_kind"):
+        raise ValueError(f"'{name}' has dtype {arr.dtype}, which cannot be stored as {dtype} without changing kind")
+    return arr.astype(dtype, copy=False)
+
+
+class EpisodeBuilder:
+    """Collects one episode step by step; keep one per env of a VecEnv (``EpisodeBuffer.add_step`` does)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._steps.get("rew", ()))
+
+    def add(
+        self, obs: Any, act: Any, rew: float, end: bool, trunc: bool, extras: Mapping[str, Any] | None = None
+    ) -> None:
+        """Append one step: the observation acted in, the action, and what followed it."""
+        step = {"obs": obs, "act": act, "rew": rew, "end": end, "trunc": trunc, **(extras or {})}
+        for key, value in step.items():
+            self._steps.setdefault(key, []).append(np.asarray(value))
+
+    def build(self) -> Episode:
+        """Stack the collected steps into an :class:`Episode` and start a new one."""
+        if len(self) == 0:
+            raise ValueError("cannot build an episode from 0 steps")
+        stacked = {key: np.stack(values) for key, values in self._steps.items()}
+        self._steps = {}
+        core = {key: stacked.pop(key) for key in CORE_FIELDS}
+        return Episode(**core, extras=stacked)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The episode buffer
+# ----------------------------------------------------------------------------------------------------------------
+class EpisodeBuffer:
+    """Whole episodes stored once, sampled as fixed-length segments (DIAMOND, Delta-IRIS, DT/RADT, ACT).
+
+    Steps live in contiguous arrays that grow by doubling; ``episode_starts``/``lengths`` index them. Episode ids
+    are positions among the episodes currently held (0 is the oldest), as in DIAMOND's ``Dataset``.
+
+    :param obs_shape: shape of one observation (frames keep their layout, e.g. ``(3, 64, 64)``)
+    :param obs_dtype: dtype of the observations; uint8 frames stay uint8
+    :param act_shape: shape of one action: ``()`` for a discrete action, ``(d,)`` for a vector
+    :param act_dtype: int64 for discrete actions, float32 for vectors
+    :param capacity_steps: keep at most this many steps by evicting whole oldest episodes first (FIFO); the newest
+        episode is always kept, even when it alone is longer. ``None`` keeps everything.
+    :param extras: optional per-step arrays by name, ``{"qpos": ((7,), np.float32)}``; every episode carries them
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        obs_dtype: Any,
+        act_shape: Sequence[int],
+        act_dtype: Any,
+        capacity_steps: int | None = None,
+        extras: Mapping[str, tuple[Sequence[int], Any]] | None = None,
+    ) -> None:
+        if capacity_steps is not None and (isinstance(capacity_steps, bool) or not int(capacity_steps) >= 1):
+            raise ValueError(f"capacity_steps={capacity_steps!r}; expected a positive int or None (unbounded)")
+        self.capacity_steps = None if capacity_steps is None else int(capacity_steps)
+        self.spec: dict[str, tuple[Shape, np.dtype]] = {
+            "obs": (tuple(obs_shape), np.dtype(obs_dtype)),
+            "act": (tuple(act_shape), np.dtype(act_dtype)),
+            "rew": ((), np.dtype(np.float32)),
+            "end": ((), np.dtype(np.bool_)),
+            "trunc": ((), np.dtype(np.bool_)),
+        }
+        for name, (shape, dtype) in (extras or {}).items():
+            if not name.isidentifier():
+                raise ValueError(f"extra name {name!r} is not allowed; use a Python identifier such as 'qpos'")
+            self.spec[EXTRA_PREFIX + name] = (tuple(shape), np.dtype(dtype))
+        for key, (_, dtype) in self.spec.items():
+            if dtype.kind not in "biuf":
+                raise ValueError(f"dtype {dtype} of '{key}' is not allowed; use a bool, integer or float dtype")
+        self._data = {key: np.zeros((0, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
+        self._head = self._tail = 0  # live steps are self._data[key][self._head:self._tail]
+        self._starts = np.zeros(0, np.int64)  # offset of each live episode in the arrays
+        self._lengths = np.zeros(0, np.int64)
+        self._counts: dict[str, np.ndarray] = {}  # counter key -> times each episode was sampled (Delta-IRIS)
+        self._builders: dict[int, EpisodeBuilder] = {}
+        self.num_evicted = 0
+
+    # --- size ------------------------------------------------------------------------------------------------
+    @property
+    def num_episodes(self) -> int:
+        return len(self._lengths)
+
+    @property
+    def num_steps(self) -> int:
+        return self._tail - self._head
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._lengths.copy()
+
+    @property
+    def extra_names(self) -> list[str]:
+        return [key[len(EXTRA_PREFIX) :] for key in self.spec if key.startswith(EXTRA_PREFIX)]
+
+    def counts(self, counter_key: str = "default") -> np.ndarray:
+        """How many times each episode was drawn by the sampler named ``counter_key``."""
+        return self._counter(counter_key).copy()
+
+    def count_draws(self, episode_ids: Sequence[int], counter_key: str = "default") -> None:
+        """Add one to the count of ``counter_key`` for every id in ``episode_ids`` (repeats count repeatedly)."""
+        ids = np.asarray(episode_ids, np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_episodes):
+            raise ValueError(f"episode ids {ids.tolist()} out of range; the buffer holds {self.num_episodes}")
+        np.add.at(self._counter(counter_key), ids, 1)
+
+    # --- adding ----------------------------------------------------------------------------------------------
+    def add_episode(self, episode: Episode) -> int:
+        """Append a whole episode, evict the oldest ones beyond ``capacity_steps``, and return the new id."""
+        n = np.shape(episode.rew)[0] if np.ndim(episode.rew) == 1 else 0
+        if n < 1:
+            raise ValueError(f"episode rewards have shape {np.shape(episode.rew)}; expected (T,) with T >= 1")
+        if sorted(episode.extras) != sorted(self.extra_names):
+            raise ValueError(f"episode extras {sorted(episode.extras)}; this buffer stores {sorted(self.extra_names)}")
+        values = {name: getattr(episode, name) for name in CORE_FIELDS}
+        values.update({EXTRA_PREFIX + name: value for name, value in episode.extras.items()})
+        arrays = {key: _coerce(key, values[key], (n, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
+        self._reserve(n)
+        for key, arr in arrays.items():
+            self._data[key][self._tail : self._tail + n] = arr
+        self._starts = np.append(self._starts, self._tail)
+        self._lengths = np.append(self._lengths, n)
+        self._counts = {key: np.append(c, 0) for key, c in self._counts.items()}
+        self._tail += n
+        self._evict()
+        return self.num_episodes - 1
+
+    def add_step(
+        self, env_index: int, obs: Any, act: Any, rew: float, end: bool, trunc: bool, extras: Mapping | None = None
+    ) -> int | None:
+        """Record one step of env ``env_index`` of a VecEnv; when it ends or is truncated, store the episode.
+
+        :return: the id of the stored episode, or None while the episode goes on
+        """
+        builder = self._builders.setdefault(env_index, EpisodeBuilder())
+        builder.add(obs, act, rew, end, trunc, extras)
+        return self.add_episode(builder.build()) if bool(end) or bool(trunc) else None
+
+    def finish_episode(self, env_index: int) -> int | None:
+        """Store the steps recorded so far for ``env_index`` as they are (e.g. at the end of collection)."""
+        builder = self._builders.get(env_index)
+        return self.add_episode(builder.build()) if builder is not None and len(builder) > 0 else None
+
+    def _reserve(self, n: int) -> None:
+        """Make room for ``n`` more steps: compact the live steps to the front, doubling the capacity if needed."""
+        capacity = len(self._data["rew"])
+        if self._tail + n <= capacity:
+            return
+        live, required = self.num_steps, self.num_steps + n
+        new_capacity = max(capacity, 2 * required)  # next compaction >= `live` steps away
+        for key, arr in self._data.items():
+            dest = arr if new_capacity == capacity else np.zeros((new_capacity, *arr.shape[1:]), arr.dtype)
+            dest[:live] = arr[self._head : self._tail]  # numpy buffers overlapping copies
+            self._data[key] = dest
+        self._starts -= self._head
+        self._head, self._tail = 0, live
+
+    def _evict(self) -> None:
+        """Drop whole oldest episodes while more than ``capacity_steps`` steps are held (the newest stays)."""
+        if self.capacity_steps is None:
+            return
+        k, total = 0, self.num_steps
+        while k < self.num_episodes - 1 and total > self.capacity_steps:
+            total -= int(self._lengths[k])
+            k += 1
+        if k > 0:
+            self._head = int(self._starts[k])
+            self._starts, self._lengths = self._starts[k:], self._lengths[k:]
+            self._counts = {key: c[k:] for key, c in self._counts.items()}
+            self.num_evicted += k
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def _index(self, i: int) -> int:
+        if not -self.num_episodes <= i < self.num_episodes:
+            raise ValueError(f"episode id {i} is out of range; the buffer holds {self.num_episodes} episodes")
+        return int(i) % self.num_episodes
+
+    def episode(self, i: int) -> Episode:
+        """A copy of episode ``i`` (0 is the oldest held, -1 the newest)."""
+        i = self._index(i)
+        start, stop = self._starts[i], self._starts[i] + self._lengths[i]
+        steps = {key: arr[start:stop].copy() for key, arr in self._data.items()}
+        extras = {key[len(EXTRA_PREFIX) :]: steps.pop(key) for key in list(steps) if key.startswith(EXTRA_PREFIX)}
+        return Episode(**steps, extras=extras)
+
+    # --- sampling --------------------------------------------------------------------------------------------
+    def _counter(self, counter_key: str) -> np.ndarray:
+        if not isinstance(counter_key, str) or not counter_key.isidentifier():
+            raise ValueError(f"counter_key {counter_key!r} is not allowed; use a Python identifier such as 'tokenizer'")
+        return self._counts.setdefault(counter_key, np.zeros(self.num_episodes, np.int64))
+
+    def probabilities(
+        self, weights: str | Sequence[float] | None = None, counter_key: str = "default", count_alpha: float = 5.0
+    ) -> np.ndarray:
+        """Probability of drawing each episode under ``weights``.
+
+        * ``None``/``"uniform"``: every episode alike. ``"length"``: proportional to its length (DIAMOND's default).
+        * ``"recency"`` (= ``RECENCY_WEIGHTS``) or a list ``[w_1, ..., w_k]`` summing to 1: DIAMOND's chunks. The
+          episodes, oldest first, are cut in ``k`` chunks of ``n // k`` (the last also takes the ``n % k`` left
+          over); chunk ``j`` gets mass ``w_j`` spread evenly inside it. Until ``n >= k`` DIAMOND uses ``"length"``.
+        * ``"count"``: Delta-IRIS, ``p_i ∝ (1 / (1 + count_i)) ** count_alpha`` with the draws of ``counter_key``.
+        """
+        n = self.num_episodes
+        if n == 0:
+            raise ValueError("the EpisodeBuffer holds no episodes yet; add one before sampling")
+        if isinstance(weights, str) or weights is None:
+            scheme = "uniform" if weights is None else weights
+            if scheme == "uniform":
+                return np.full(n, 1.0 / n)
+            if scheme == "length":
+                return self._lengths / self._lengths.sum()
+            if scheme == "count":
+                p = (1.0 / (1.0 + self._counter(counter_key))) ** float(count_alpha)
+                return p / p.sum()
+            if scheme != "recency":
+                raise ValueError(
+                    f"unknown sample weights {scheme!r}; choose one of: {', '.join(WEIGHT_SCHEMES)}, "
+                    "or a list of chunk weights summing to 1"
+                )
+            weights = RECENCY_WEIGHTS
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1 or len(w) == 0 or (w < 0).any() or (w > 1).any() or abs(w.sum() - 1.0) > 1e-6:
+            raise ValueError(f"chunk weights {np.asarray(weights).tolist()}; expected numbers in [0, 1] summing to 1")
+        k = len(w)
+        if n < k:
+            return self._lengths / self._lengths.sum()
+        sizes = np.full(k, n // k)
+        sizes[-1] += n % k
+        return np.repeat(w / sizes, sizes)
+
+    def sample_segments(
+        self,
+        batch_size: int,
+        seq_len: int,
+        rng: np.random.Generator,
+        can_sample_beyond_end: bool = False,
+        weights: str | Sequence[float] | None = None,
+        counter_key: str = "default",
+        count_alpha: float = 5.0,
+    ) -> Segment:
+        """Draw ``batch_size`` windows of ``seq_len`` steps as DIAMOND's ``BatchSampler.sample`` does.
+
+        Episodes are drawn by :meth:`probabilities`, then a timestep ``t`` uniformly inside each. With
+        ``can_sample_beyond_end`` the window starts up to ``seq_len - 1`` steps before ``t`` and may pad on either
+        side; otherwise it ends at ``min(length, t + 1 + U{0..seq_len-1})`` and pads only on the left. Every draw
+        is added to the counts of ``counter_key`` afterwards.
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
+        if int(batch_size) < 1 or int(seq_len) < 1:
+            raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}; both must be >= 1")
+        p = self.probabilities(weights, counter_key, count_alpha)
+        episode_ids = rng.choice(self.num_episodes, size=batch_size, replace=True, p=p)
+        lengths = self._lengths[episode_ids]
+        timesteps = rng.integers(0, lengths)
+        if can_sample_beyond_end:  # padding allowed both before the start and after the end
+            starts = timesteps - rng.integers(0, seq_len, batch_size)
+        else:  # padding allowed only before the start
+            stops = np.minimum(lengths, timesteps + 1 + rng.integers(0, seq_len, batch_size))
+            starts = stops - seq_len
+        self.count_draws(episode_ids, counter_key)
+        return self.get_segments(episode_ids, starts, seq_len)
+
+    def get_segments(self, episode_ids: Sequence[int], starts: Sequence[int], seq_len: int) -> Segment:
+        """Windows ``[start, start + seq_len)`` of the given episodes, zero-padded outside the episode."""
+        ids, starts = np.asarray(episode_ids, np.int64), np.asarray(starts, np.int64)
+        if ids.ndim != 1 or ids.shape != starts.shape:
+            raise ValueError(f"episode_ids {ids.shape} and starts {starts.shape} must be 1-D of the same length")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_episodes):
+            raise ValueError(f"episode ids {ids.tolist()} out of range; the buffer holds {self.num_episodes}")
+        lengths = self._lengths[ids][:, None]
+        t = starts[:, None] + np.arange(seq_len)  # [B, L] timesteps inside each episode
+        mask = (t >= 0) & (t < lengths)
+        index = self._starts[ids][:, None] + np.clip(t, 0, lengths - 1)
+        out = {}
+        for key, arr in self._data.items():
+            out[key] = arr[index]
+            out[key][~mask] = 0
+        extras = {key[len(EXTRA_PREFIX) :]: out.pop(key) for key in list(out) if key.startswith(EXTRA_PREFIX)}
+        return Segment(**out, mask=mask, episode_ids=ids, starts=starts, extras=extras)
+
+    def sample_steps(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(episode_ids, timesteps)`` of ``batch_size`` steps drawn uniformly over all held steps."""
+        if self.num_steps == 0:
+            raise ValueError("the EpisodeBuffer holds no episodes yet; add one before sampling")
+        flat = rng.integers(0, self.num_steps, batch_size)
+        offsets = self._starts - self._head
+        ids = np.searchsorted(offsets, flat, side="right") - 1
+        return ids, flat - offsets[ids]
+
+    # --- persistence -----------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write every held episode and the sampling counts to one .npz, atomically (steps still being collected
+        with :meth:`add_step` are not saved)."""
+        arrays = {key: arr[self._head : self._tail] for key, arr in self._data.items()}
+        arrays["lengths"], arrays["episode_starts"] = self._lengths, self._starts - self._head
+        arrays.update({COUNT_PREFIX + key: c for key, c in self._counts.items()})
+        arrays["capacity_steps"] = np.asarray(-1 if self.capacity_steps is None else self.capacity_steps, np.int64)
+        arrays["num_evicted"] = np.asarray(self.num_evicted, np.int64)
+        atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EpisodeBuffer:
+        """Read a file written by :meth:`save`; anything inconsistent is refused with a ValueError naming it."""
+        data, where = read_npz(path), f"'{path}'"
+        required = {*CORE_FIELDS, "lengths", "episode_starts", "capacity_steps", "num_evicted"}
+        if missing := sorted(required - set(data)):
+            raise ValueError(f"{where} is missing array(s) {missing}; an EpisodeBuffer file holds {sorted(required)}")
+        if unknown := sorted(k for k in data if k not in required and not k.startswith((EXTRA_PREFIX, COUNT_PREFIX))):
+            raise ValueError(f"{where} holds unknown array(s) {unknown}; allowed: {sorted(required)}, extra.*, count.*")
+        for key in ("capacity_steps", "num_evicted"):
+            check_array(where, key, data[key], (), np.dtype(np.int64))
+        if data["num_evicted"] < 0:
+            raise ValueError(f"{where}: num_evicted={int(data['num_evicted'])}; expected >= 0")
+        lengths = data["lengths"]
+        check_array(where, "lengths", lengths, (len(lengths),) if lengths.ndim == 1 else (-1,), np.dtype(np.int64))
+        if (lengths < 1).any():
+            raise ValueError(f"{where}: every episode length must be >= 1, found {lengths.min()}")
+        num_steps, num_episodes = int(lengths.sum()), len(lengths)
+        offsets = np.cumsum(lengths) - lengths
+        if data["episode_starts"].shape != offsets.shape or (data["episode_starts"] != offsets).any():
+            raise ValueError(f"{where}: 'episode_starts' do not match the cumulative sums of 'lengths'")
+        fixed = {"rew": np.float32, "end": np.bool_, "trunc": np.bool_}
+        for key, arr in data.items():
+            if key in CORE_FIELDS or key.startswith(EXTRA_PREFIX):
+                if arr.ndim == 0 or arr.shape[0] != num_steps:
+                    raise ValueError(f"{where}: lengths sum to {num_steps} steps but '{key}' has shape {arr.shape}")
+                if key in fixed:
+                    check_array(where, key, arr, (num_steps,), np.dtype(fixed[key]))
+            elif key.startswith(COUNT_PREFIX):
+                check_array(where, key, arr, (num_episodes,), np.dtype(np.int64))
+                if (arr < 0).any():
+                    raise ValueError(f"{where}: '{key}' holds negative counts; expected counts >= 0")
+        capacity = int(data["capacity_steps"])
+        extras = {k[len(EXTRA_PREFIX) :]: (v.shape[1:], v.dtype) for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
+        buffer = cls(
+            data["obs"].shape[1:],
+            data["obs"].dtype,
+            data["act"].shape[1:],
+            data["act"].dtype,
+            None if capacity == -1 else capacity,
+            extras,
+        )
+        buffer._data = {key: np.require(data[key], requirements=["C", "W"]) for key in buffer.spec}
+        buffer._tail, buffer._starts, buffer._lengths = num_steps, offsets, lengths.copy()
+        for key in (k for k in data if k.startswith(COUNT_PREFIX)):
+            buffer._counter(key[len(COUNT_PREFIX) :])[:] = data[key]
+        buffer.num_evicted = int(data["num_evicted"])
+        buffer._evict()
+        return buffer
+
+    # --- offline datasets (D4RL layout) ----------------------------------------------------------------------
+    def to_d4rl_dict(self) -> dict[str, np.ndarray]:
+        """Flat D4RL arrays: observations, actions, rewards, terminals, timeouts, episode_starts, infos/<extra>."""
+        live = {key: arr[self._head : self._tail].copy() for key, arr in self._data.items()}
+        out = {
+            "observations": live["obs"],
+            "actions": live["act"],
+            "rewards": live["rew"],
+            "terminals": live["end"],
+            "timeouts": live["trunc"],
+            "episode_starts": self._starts - self._head,
+        }
+        out.update({f"infos/{name}": live[EXTRA_PREFIX + name] for name in self.extra_names})
+        return out
+
+    @classmethod
+    def from_d4rl_dict(cls, data: Mapping[str, np.ndarray], capacity_steps: int | None = None) -> EpisodeBuffer:
+        """Episodes from D4RL-layout arrays, cut at ``episode_starts`` when given, else after every terminal or
+        timeout (a trailing unfinished episode is kept). ``infos/<name>`` arrays with one row per step become
+        extras; other keys (``next_observations``, ``metadata/*``) are ignored."""
+        required = ("observations", "actions", "rewards", "terminals", "timeouts")
+        if missing := [key for key in required if key not in data]:
+            raise ValueError(f"D4RL dict is missing {missing}; it needs {list(required)}")
+        obs, act = np.asarray(data["observations"]), np.asarray(data["actions"])
+        n = len(obs)
+        end = _coerce("terminals", data["terminals"], (n,), np.dtype(np.bool_))
+        trunc = _coerce("timeouts", data["timeouts"], (n,), np.dtype(np.bool_))
+        if "episode_starts" in data:
+            starts = np.asarray(data["episode_starts"], np.int64)
+            if n == 0 or starts.ndim != 1 or starts[0] != 0 or (np.diff(starts) < 1).any() or starts[-1] >= n:
+                raise ValueError(f"episode_starts {starts.tolist()[:8]} must increase strictly from 0 below {n} steps")
+        else:
+            ends = np.flatnonzero(end | trunc) + 1
+            starts = np.concatenate([[0], ends[ends < n]]).astype(np.int64)
+        extras = {k[len("infos/") :]: np.asarray(v) for k, v in data.items() if k.startswith("infos/")}
+        extras = {k: v for k, v in extras.items() if v.ndim >= 1 and len(v) == n and k.isidentifier()}
+        buffer = cls(
+            obs.shape[1:],
+            obs.dtype,
+            act.shape[1:],
+            act.dtype,
+            capacity_steps,
+            {k: (v.shape[1:], v.dtype) for k, v in extras.items()},
+        )
+        bounds = np.append(starts, n)
+        for s, e in itertools.pairwise(bounds):
+            sl = slice(int(s), int(e))
+            buffer.add_episode(
+                Episode(
+                    obs[sl],
+                    act[sl],
+                    np.asarray(data["rewards"])[sl],
+                    end[sl],
+                    trunc[sl],
+                    {k: v[sl] for k, v in extras.items()},
+                )
+            )
+        return buffer

@@ -1,0 +1,73 @@
+"""What every runner shares: ``key=value`` arguments, one-line errors with exit status 2, the debug switch."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+def parse_args(argv: Sequence[str], allow_positional: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Split ``argv`` into positional arguments and ``key=value`` pairs (in order, last one wins)."""
+    positional: list[str] = []
+    pairs: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            if allow_positional:
+                positional.append(arg)
+                continue
+            raise UsageError(f"'{arg}' is not a key=value argument (e.g. agent=dqn)")
+        if not key:
+            raise UsageError(f"'{arg}' has no key before '='")
+        pairs[key] = value
+    return positional, pairs
+
+
+def parse_bool(key: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise UsageError(f"{key}={value!r} is not a boolean; use true or false")
+
+
+def parse_int(key: str, value: str, minimum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{key}={value!r} is not an integer") from None
+    if minimum is not None and number < minimum:
+        raise UsageError(f"{key}={number} must be >= {minimum}")
+    return number
+
+
+def check_keys(pairs: dict[str, str], allowed: Sequence[str], runner: str) -> None:
+    unknown = sorted(set(pairs) - set(allowed))
+    if unknown:
+        raise UsageError(f"unknown key '{unknown[0]}' for {runner}; allowed: {', '.join(sorted(allowed))}")
+
+
+def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
+    """Run a runner's ``main``: bad input (any ValueError, OSError on user paths) -> one line, exit status 2.
+
+    ``debug=true`` among the arguments shows the full traceback instead.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = any(a.lower() in ("debug=true", "debug=1") for a in args)
+    try:
+        result = main(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if debug:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(result or 0)

@@ -1,0 +1,153 @@
+"""Train any agent of the zoo.
+
+    python -m runners.train agent=<id> env=<name|gymnasium id> [preset=tiny|cpu|paper] [key=value ...]
+    python -m runners.train resume=<run dir> [total_timesteps=...]
+
+A run directory (``run_dir=``, default ``runs/<agent>/<env>/<time>_s<seed>``) holds ``config.yaml`` (the
+resolved config), ``tb/`` (TensorBoard events), ``checkpoints/step_<n>/`` (every ``save_freq`` env steps, with
+the replay buffer) and ``final/`` (the trained model), plus ``results.json`` (the final evaluation).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.callbacks import CallbackList
+
+from agents.common.callbacks import CheckpointCallback, EvalCallback, latest_checkpoint
+from agents.common.checkpoint import atomic_write_text
+from agents.common.logger import configure_logger, log_text
+from agents.common.registry import check_compatible, get_spec, make_agent
+from envs.factory import make_vec_env
+from runners.cli import UsageError, parse_args, run_main
+from runners.config import compose_train_config, config_markdown, resume_config
+
+
+def default_run_dir(cfg: DictConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / cfg.agent.id / cfg.env.name / f"{stamp}_s{cfg.seed}"
+
+
+class Trainer:
+    """Builds envs, agent, logger and callbacks from a resolved config, then trains (or resumes)."""
+
+    def __init__(self, cfg: DictConfig, resume_from: Path | None = None) -> None:
+        self.cfg = cfg
+        self.env_cfg: dict[str, Any] = OmegaConf.to_container(cfg.env, resolve=True)  # type: ignore[assignment]
+        spec = get_spec(cfg.agent.id)
+        self.env = make_vec_env(self.env_cfg, n_envs=cfg.n_envs, seed=cfg.seed, training=True, vec_env=cfg.vec_env)
+        check_compatible(spec.id, self.env.observation_space, self.env.action_space, self.env_cfg["id"])
+        self.eval_env = make_vec_env(self.env_cfg, n_envs=1, seed=cfg.seed + 10_000, training=False)
+        if resume_from is None:
+            hyperparams = OmegaConf.to_container(cfg.agent, resolve=True)
+            hyperparams.pop("id")  # type: ignore[union-attr]
+            self.model = make_agent(
+                spec.id, self.env, hyperparams, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose  # type: ignore
+            )
+        else:
+            self.model = spec.cls.load(resume_from, env=self.env, device=cfg.device)
+        self.resumed = resume_from is not None
+
+    def attach(self, run_dir: Path) -> None:
+        """Point the logger at ``run_dir/tb``; a resumed run continues its curves after the checkpoint's step."""
+        self.run_dir = run_dir
+        self.model.zoo_config = OmegaConf.to_container(self.cfg, resolve=True)
+        # events after the checkpoint's step were logged by the interrupted process: TensorBoard drops them
+        purge_step = self.model.num_timesteps + 1 if self.resumed else None
+        self.model.set_logger(configure_logger(run_dir / "tb", purge_step=purge_step, verbose=self.cfg.verbose))
+        if not self.resumed:
+            log_text(self.model.logger, "config", config_markdown(self.cfg))
+
+    def train(self) -> dict[str, Any]:
+        remaining = self.cfg.total_timesteps - self.model.num_timesteps
+        checkpoints = CheckpointCallback(
+            self.run_dir, self.cfg.save_freq, keep=self.cfg.keep_checkpoints, replay_buffer=self.cfg.save_replay_buffer
+        )
+        evaluation = EvalCallback(
+            self.eval_env, self.env_cfg, self.cfg.eval_freq or self.cfg.total_timesteps, self.cfg.eval_episodes
+        )
+        # evaluate before checkpointing, so that a checkpoint at step n follows everything logged at step n
+        callbacks: list[Any] = ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
+        start = time.time()
+        if remaining > 0:
+            self.model.learn(
+                total_timesteps=remaining,
+                callback=CallbackList(callbacks),
+                progress_bar=self.cfg.progress_bar,
+                reset_num_timesteps=self.model.num_timesteps == 0,
+                tb_log_name="",
+            )
+        self.model.save(self.run_dir / "final")
+        # the final evaluation, unless the last periodic one was at this very step
+        if evaluation.last_eval_step == self.model.num_timesteps and evaluation.last_result is not None:
+            result = evaluation.last_result
+        else:
+            evaluation.init_callback(self.model)
+            result = evaluation.evaluate_now()
+        summary = {
+            "agent": self.cfg.agent.id,
+            "env": self.env_cfg["id"],
+            "seed": self.cfg.seed,
+            "num_timesteps": int(self.model.num_timesteps),
+            "wall_time_s": round(time.time() - start, 1),
+            "final_model": str(self.run_dir / "final"),
+            "eval": result.as_dict(),
+        }
+        atomic_write_text(self.run_dir / "results.json", json.dumps(summary, indent=1))
+        self.close()
+        return summary
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+        self.model.logger.close()
+
+
+def main(argv: list[str]) -> int:
+    _, pairs = parse_args(argv)
+    resume_from = None
+    if pairs.get("resume"):
+        run_dir = Path(pairs["resume"])
+        cfg = resume_config(run_dir, pairs)
+        resume_from = latest_checkpoint(run_dir)
+        if resume_from is None:
+            raise UsageError(f"resume={run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
+        cfg.resume = str(run_dir)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    else:
+        cfg = compose_train_config(argv, pairs)
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        if (run_dir / "config.yaml").exists():
+            raise UsageError(
+                f"run_dir={run_dir} already holds a run; continue it with resume={run_dir} or choose another run_dir"
+            )
+    trainer = Trainer(cfg, resume_from)  # bad input fails here, before anything is written
+    if resume_from is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.run_dir = str(run_dir)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    trainer.attach(run_dir)
+    if resume_from is not None:
+        print(f"resuming {run_dir} from {resume_from.name} (step {trainer.model.num_timesteps})")
+    try:
+        summary = trainer.train()
+    except ValueError as e:  # a failure inside training is a bug or a fault, not bad input: keep the traceback
+        raise RuntimeError(f"training failed: {e}") from e
+    result = summary["eval"]
+    score = f", score {result['score']}" if result["score"] else ""
+    print(
+        f"{cfg.agent.id} on {summary['env']}: {summary['num_timesteps']} env steps in {summary['wall_time_s']} s; "
+        f"eval {result['mean_reward']:.2f} +- {result['std_reward']:.2f} over {result['episodes']} episodes{score}\n"
+        f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,108 @@
+"""The zoo's shipped checkpoints.
+
+    python -m runners.zoo list                   name, agent, env, score, budget, size
+    python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
+    python -m runners.zoo add name=<name> run=<run dir> [episodes=20]
+                                                 copy <run>/final into results/zoo/<name>, evaluate it, record it
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+from agents.common.checkpoint import CheckpointError, load_checkpoint
+from agents.common.evaluation import evaluate
+from agents.common.manifest import ZOO_DIR, directory_files, read_manifest, verify_entry, write_entry
+from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
+from runners.evaluate import load_for_eval
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, no GPU"
+
+
+def cmd_list() -> int:
+    entries = read_manifest()
+    if not entries:
+        print("the zoo is empty")
+        return 0
+    print("| name | agent | env | score (mean +- std, episodes) | budget | size |\n|-|-|-|-|-|-|")
+    for name, e in entries.items():
+        s, b = e["score"], e["budget"]
+        print(
+            f"| {name} | {e['agent']} | {e['env']} | {s['mean']:.1f} +- {s['std']:.1f} ({s['episodes']} ep) | "
+            f"{b['env_steps']} env steps, {b['wall_time_s']:.0f} s, {b['machine']} | {e['size_bytes'] / 1e6:.2f} MB |"
+        )
+    return 0
+
+
+def cmd_verify() -> int:
+    failures = 0
+    for name, entry in read_manifest().items():
+        try:
+            load_checkpoint(verify_entry(entry))
+            print(f"ok      {name}")
+        except CheckpointError as e:
+            failures += 1
+            print(f"FAILED  {name}: {e}")
+    return 1 if failures else 0
+
+
+def cmd_add(pairs: dict[str, str]) -> int:
+    check_keys(pairs, ("name", "run", "episodes", "debug"), "runners.zoo add")
+    if "name" not in pairs or "run" not in pairs:
+        raise UsageError("zoo add needs name=<name> and run=<run dir>")
+    name, run = pairs["name"], Path(pairs["run"])
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"name={name!r}: use letters, digits, '-' and '_' only")
+    episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
+    summary = json.loads((run / "results.json").read_text())
+    destination = ZOO_DIR / name
+    load_checkpoint(run / "final")  # refuse a broken source before copying anything
+    staging = ZOO_DIR / f".{name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run / "final", staging)
+    if destination.exists():
+        shutil.rmtree(destination)
+    os.replace(staging, destination)
+    model, env, env_cfg = load_for_eval(str(destination), "cpu", seed=1000)
+    result = evaluate(model, env, episodes, env_cfg)
+    files = directory_files(destination)
+    config = model.zoo_config or {}
+    entry = {
+        "name": name,
+        "path": name,
+        "files": files,
+        "agent": model.agent_id,
+        "env": env_cfg["id"],
+        "budget": {"env_steps": int(model.num_timesteps), "wall_time_s": summary["wall_time_s"], "machine": machine()},
+        "score": {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": True, **result.score},
+        "date": _dt.date.today().isoformat(),
+        "size_bytes": sum((destination / f).stat().st_size for f in files),
+        "command": f"python -m runners.train agent={config.get('agent', {}).get('id')} "
+        f"env={env_cfg['name']} seed={config.get('seed')}",
+    }
+    write_entry(entry)
+    print(f"added {name}: {result.mean:.2f} +- {result.std:.2f} over {episodes} episodes, {entry['size_bytes']} bytes")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    positional, pairs = parse_args(argv, allow_positional=True)
+    commands = ("list", "verify", "add")
+    if len(positional) != 1 or positional[0] not in commands:
+        raise UsageError(f"usage: python -m runners.zoo <command>; commands: {', '.join(commands)}")
+    if positional[0] == "add":
+        return cmd_add(pairs)
+    check_keys(pairs, ("debug",), f"runners.zoo {positional[0]}")
+    return cmd_list() if positional[0] == "list" else cmd_verify()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,403 @@
+"""Replay storage: SB3 ReplayBuffer persistence and the EpisodeBuffer (DIAMOND segments, Delta-IRIS counts)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+
+from agents.common import buffers
+from agents.common.buffers import (
+    Episode,
+    EpisodeBuffer,
+    ReplayBuffer,
+    load_replay_buffer,
+    save_replay_buffer,
+)
+
+F, T = False, True
+
+
+def make_episode(ep: int, length: int, obs_dtype=np.float32, terminated: bool = True) -> Episode:
+    """Episode ``ep`` of ``length`` steps whose values name it: rew = 10*ep + t + 1, act = 100*ep + t, obs = [ep, t]."""
+    t = np.arange(length)
+    end = np.zeros(length, bool)
+    trunc = np.zeros(length, bool)
+    (end if terminated else trunc)[-1] = True
+    obs = np.stack([np.full(length, ep), t], axis=1).astype(obs_dtype)
+    return Episode(obs=obs, act=100 * ep + t, rew=(10 * ep + t + 1).astype(np.float32), end=end, trunc=trunc)
+
+
+def make_buffer(lengths: list[int], capacity_steps: int | None = None) -> EpisodeBuffer:
+    buffer = EpisodeBuffer((2,), np.float32, (), np.int64, capacity_steps=capacity_steps)
+    for ep, length in enumerate(lengths):
+        buffer.add_episode(make_episode(ep, length))
+    return buffer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Segments: padding and exact contents
+# ----------------------------------------------------------------------------------------------------------------
+def test_segment_at_episode_start_is_left_padded_with_mask_false() -> None:
+    buffer = make_buffer([3])  # rew = [1, 2, 3]
+    seg = buffer.get_segments([0], [-2], seq_len=5)
+    np.testing.assert_array_equal(seg.mask, [[F, F, T, T, T]])
+    np.testing.assert_array_equal(seg.rew, [[0, 0, 1, 2, 3]])
+    np.testing.assert_array_equal(seg.act, [[0, 0, 0, 1, 2]])
+    np.testing.assert_array_equal(seg.obs[0, :, 1], [0, 0, 0, 1, 2])
+    np.testing.assert_array_equal(seg.end, [[F, F, F, F, T]])
+    np.testing.assert_array_equal(seg.trunc, np.zeros((1, 5), bool))
+
+
+def test_sampled_segments_without_beyond_end_pad_only_on_the_left() -> None:
+    buffer = make_buffer([3])
+    # seed 3 draws: ids [0 0 0 0], t = [0 0 0 1], u = [3 2 1 0]  ->  stops = min(3, t+1+u) = [3 3 2 2], starts = stops-5
+    seg = buffer.sample_segments(4, 5, np.random.default_rng(3))
+    np.testing.assert_array_equal(seg.starts, [-2, -2, -3, -3])
+    np.testing.assert_array_equal(seg.mask, [[F, F, T, T, T], [F, F, T, T, T], [F, F, F, T, T], [F, F, F, T, T]])
+    np.testing.assert_array_equal(seg.rew, [[0, 0, 1, 2, 3], [0, 0, 1, 2, 3], [0, 0, 0, 1, 2], [0, 0, 0, 1, 2]])
+    many = buffer.sample_segments(500, 5, np.random.default_rng(0))
+    assert many.mask[:, -1].all()  # the last position is always inside the episode
+
+
+def test_can_sample_beyond_end_pads_on_the_right_too() -> None:
+    buffer = make_buffer([3])
+    seg = buffer.get_segments([0], [1], seq_len=5)
+    np.testing.assert_array_equal(seg.mask, [[T, T, F, F, F]])
+    np.testing.assert_array_equal(seg.rew, [[2, 3, 0, 0, 0]])
+    # seed 3 draws: t = [0 0 0 1], u = [3 2 1 0]  ->  starts = t - u = [-3 -2 -1 1]
+    seg = buffer.sample_segments(4, 5, np.random.default_rng(3), can_sample_beyond_end=True)
+    np.testing.assert_array_equal(seg.starts, [-3, -2, -1, 1])
+    np.testing.assert_array_equal(seg.mask, [[F, F, F, T, T], [F, F, T, T, T], [F, T, T, T, F], [T, T, F, F, F]])
+    np.testing.assert_array_equal(seg.rew, [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 0], [2, 3, 0, 0, 0]])
+
+
+def test_sampled_segment_contents_follow_the_rng_draws_exactly() -> None:
+    lengths = np.array([4, 2, 6])
+    buffer = make_buffer(lengths.tolist())
+    seg = buffer.sample_segments(5, 3, np.random.default_rng(7))
+
+    # Independent replay of the draws: episode ids, timestep in the episode, extra length u in [0, seq_len).
+    rng = np.random.default_rng(7)
+    ids = rng.choice(3, size=5, replace=True, p=np.full(3, 1 / 3))
+    t = rng.integers(0, lengths[ids])
+    u = rng.integers(0, 3, 5)
+    np.testing.assert_array_equal(ids, [1, 2, 2, 0, 0])
+    np.testing.assert_array_equal(t, [0, 5, 5, 0, 1])
+    np.testing.assert_array_equal(u, [2, 0, 2, 0, 1])
+    # By hand: stop = min(L, t + 1 + u), start = stop - 3.
+    # b0: L=2 stop=min(2,3)=2 start=-1 | b1: L=6 stop=6 start=3 | b2: stop=min(6,8)=6 start=3
+    # b3: L=4 stop=1 start=-2          | b4: stop=min(4,3)=3 start=0
+    np.testing.assert_array_equal(seg.episode_ids, [1, 2, 2, 0, 0])
+    np.testing.assert_array_equal(seg.starts, [-1, 3, 3, -2, 0])
+    np.testing.assert_array_equal(seg.rew, [[0, 11, 12], [24, 25, 26], [24, 25, 26], [0, 0, 1], [1, 2, 3]])
+    np.testing.assert_array_equal(seg.mask, [[F, T, T], [T, T, T], [T, T, T], [F, F, T], [T, T, T]])
+    np.testing.assert_array_equal(seg.act, [[0, 100, 101], [203, 204, 205], [203, 204, 205], [0, 0, 0], [0, 1, 2]])
+    np.testing.assert_array_equal(seg.end, [[F, F, T], [F, F, T], [F, F, T], [F, F, F], [F, F, F]])
+    assert seg.obs.shape == (5, 3, 2) and seg.act.dtype == np.int64 and seg.rew.dtype == np.float32
+
+
+def test_sample_steps_maps_uniform_step_draws_to_episode_and_timestep() -> None:
+    buffer = make_buffer([4, 2, 6], capacity_steps=None)
+    flat = np.random.default_rng(5).integers(0, 12, 50)
+    ids, timesteps = buffer.sample_steps(50, np.random.default_rng(5))
+    # steps 0-3 are episode 0, 4-5 episode 1, 6-11 episode 2
+    expected = [(0, f) if f < 4 else (1, f - 4) if f < 6 else (2, f - 6) for f in flat.tolist()]
+    assert list(zip(ids.tolist(), timesteps.tolist(), strict=True)) == expected
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Episode weights: DIAMOND recency chunks, Delta-IRIS counts
+# ----------------------------------------------------------------------------------------------------------------
+def test_recency_weights_give_each_quarter_its_share_for_8_episodes() -> None:
+    buffer = make_buffer([2] * 8)
+    # 4 chunks of 2 episodes: 0.1/2 = 0.05 for each of the first 6, 0.7/2 = 0.35 for the last 2.
+    expected = [0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.35, 0.35]
+    np.testing.assert_allclose(buffer.probabilities([0.1, 0.1, 0.1, 0.7]), expected)
+    np.testing.assert_allclose(buffer.probabilities("recency"), expected)
+    seg = buffer.sample_segments(40_000, 1, np.random.default_rng(0), weights="recency")
+    freq = np.bincount(seg.episode_ids, minlength=8) / 40_000
+    np.testing.assert_allclose(freq, expected, atol=0.01)
+
+
+def test_recency_remainder_goes_to_the_newest_chunk_and_few_episodes_fall_back_to_length() -> None:
+    # DIAMOND: 10 episodes in 4 chunks of sizes [2, 2, 2, 4]; 0.7 / 4 = 0.175 for each of the newest four.
+    np.testing.assert_allclose(make_buffer([1] * 10).probabilities("recency"), [0.05] * 6 + [0.175] * 4)
+    # Fewer episodes than chunks: proportional to length, 2/8, 2/8, 4/8.
+    np.testing.assert_allclose(make_buffer([2, 2, 4]).probabilities("recency"), [0.25, 0.25, 0.5])
+    np.testing.assert_allclose(make_buffer([2, 2, 4]).probabilities(None), [1 / 3] * 3)
+    with pytest.raises(ValueError, match="summing to 1"):
+        make_buffer([1] * 8).probabilities([0.5, 0.6])
+    with pytest.raises(ValueError, match="unknown sample weights 'recent'"):
+        make_buffer([1]).probabilities("recent")
+
+
+def test_count_based_probabilities_after_known_counts() -> None:
+    buffer = make_buffer([3, 3, 3])
+    buffer.count_draws([0, 0, 0, 1], counter_key="tokenizer")  # counts [3, 1, 0]
+    # alpha 5: (1/4)^5, (1/2)^5, 1 = 1/1024, 32/1024, 1024/1024  ->  [1, 32, 1024] / 1057
+    np.testing.assert_allclose(buffer.probabilities("count", "tokenizer", 5), np.array([1, 32, 1024]) / 1057)
+    # alpha 1: 1/4, 1/2, 1 = [1, 2, 4] / 7
+    np.testing.assert_allclose(buffer.probabilities("count", "tokenizer", 1), np.array([1, 2, 4]) / 7)
+    # another component counts separately: still uniform
+    np.testing.assert_allclose(buffer.probabilities("count", "world_model", 5), [1 / 3] * 3)
+
+
+def test_sampling_updates_only_its_own_counter_and_new_episodes_start_at_zero() -> None:
+    buffer = make_buffer([3, 3])
+    seg = buffer.sample_segments(6, 2, np.random.default_rng(1), weights="count", counter_key="tokenizer")
+    np.testing.assert_array_equal(buffer.counts("tokenizer"), np.bincount(seg.episode_ids, minlength=2))
+    np.testing.assert_array_equal(buffer.counts("world_model"), [0, 0])
+    buffer.add_episode(make_episode(2, 3))
+    assert buffer.counts("tokenizer").tolist() == [*np.bincount(seg.episode_ids, minlength=2).tolist(), 0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Storage: eviction, growth, dtypes, incremental collection
+# ----------------------------------------------------------------------------------------------------------------
+def test_fifo_eviction_keeps_the_newest_whole_episodes() -> None:
+    buffer = make_buffer([4, 4, 4], capacity_steps=10)  # 12 > 10: the oldest goes
+    assert buffer.lengths.tolist() == [4, 4] and buffer.num_evicted == 1
+    assert [buffer.episode(i).rew[0] for i in range(2)] == [11, 21]  # episodes 1 and 2
+    buffer.count_draws([0, 1, 1])
+    buffer.add_episode(make_episode(3, 5))  # 13 > 10: episode 1 goes, 4 + 5 = 9 stay
+    assert buffer.lengths.tolist() == [4, 5] and buffer.num_steps == 9
+    assert buffer.counts().tolist() == [2, 0]
+    buffer.add_episode(make_episode(4, 15))  # longer than the capacity alone: only it stays
+    assert buffer.lengths.tolist() == [15] and buffer.episode(0).rew[0] == 41 and buffer.num_evicted == 4
+
+
+def test_growth_and_compaction_preserve_every_held_episode() -> None:
+    rng = np.random.default_rng(0)
+    buffer = EpisodeBuffer((2,), np.float32, (), np.int64, capacity_steps=30)
+    added = []
+    for ep in range(60):
+        added.append(make_episode(ep, int(rng.integers(1, 10))))
+        buffer.add_episode(added[-1])
+        held = added[len(added) - buffer.num_episodes :]
+        assert buffer.num_steps == sum(len(e) for e in held) <= 30 + 9
+        for i, episode in enumerate(held):
+            np.testing.assert_array_equal(buffer.episode(i).rew, episode.rew)
+    assert len(buffer._data["rew"]) <= 4 * (30 + 9)  # capacity stays bounded
+
+
+def test_uint8_frames_stay_uint8() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
+    buffer = EpisodeBuffer((3, 8, 8), np.uint8, (), np.int64)
+    buffer.add_episode(Episode(frames, np.arange(4), np.zeros(4), np.zeros(4, bool), np.eye(4)[-1]))
+    assert buffer.episode(0).obs.dtype == np.uint8 and buffer.episode(0).trunc.dtype == np.bool_
+    np.testing.assert_array_equal(buffer.episode(0).obs, frames)
+    seg = buffer.sample_segments(2, 6, np.random.default_rng(0))
+    assert seg.obs.dtype == np.uint8 and seg.obs.shape == (2, 6, 3, 8, 8)
+    assert buffer.to_d4rl_dict()["observations"].dtype == np.uint8
+    with pytest.raises(ValueError, match="'obs' has dtype float64"):
+        buffer.add_episode(Episode(frames / 255.0, np.arange(4), np.zeros(4), np.zeros(4, bool), np.zeros(4, bool)))
+
+
+def test_extras_are_stored_and_segmented_per_step() -> None:
+    buffer = EpisodeBuffer((2,), np.float32, (2,), np.float32, extras={"qpos": ((3,), np.float64)})
+    qpos = np.arange(9.0).reshape(3, 3)
+    buffer.add_episode(Episode(np.zeros((3, 2)), np.ones((3, 2)), np.ones(3), np.zeros(3), np.zeros(3), {"qpos": qpos}))
+    seg = buffer.get_segments([0], [-1], 3)
+    np.testing.assert_array_equal(seg.extras["qpos"], [[[0, 0, 0], [0, 1, 2], [3, 4, 5]]])
+    with pytest.raises(ValueError, match=r"episode extras \[\]; this buffer stores \['qpos'\]"):
+        buffer.add_episode(Episode(np.zeros((3, 2)), np.ones((3, 2)), np.ones(3), np.zeros(3), np.zeros(3)))
+
+
+def test_add_step_from_a_vecenv_stores_whole_episodes_with_end_and_trunc_apart() -> None:
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0, env_kwargs={"max_episode_steps": 15})
+    buffer = EpisodeBuffer(env.observation_space.shape, np.float32, (), np.int64)
+    obs, in_progress = env.reset(), np.zeros(2, int)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        actions = rng.integers(0, 2, 2)
+        next_obs, rewards, dones, infos = env.step(actions)
+        for i in range(2):
+            trunc = bool(infos[i].get("TimeLimit.truncated", False))
+            stored = buffer.add_step(i, obs[i], actions[i], rewards[i], bool(dones[i]) and not trunc, trunc)
+            in_progress[i] = 0 if stored is not None else in_progress[i] + 1
+        obs = next_obs
+    assert buffer.num_steps + in_progress.sum() == 120
+    assert any(buffer.episode(i).trunc[-1] for i in range(buffer.num_episodes))  # 15-step cap reached
+    for i in range(buffer.num_episodes):
+        ep = buffer.episode(i)
+        assert len(ep) <= 15 and ep.end[-1] != ep.trunc[-1] and not (ep.end[:-1] | ep.trunc[:-1]).any()
+        assert ep.obs.dtype == np.float32 and ep.act.dtype == np.int64 and ep.rew.sum() == len(ep)
+    env.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Persistence
+# ----------------------------------------------------------------------------------------------------------------
+def test_episode_buffer_save_load_round_trip_is_exact(tmp_path: Path) -> None:
+    buffer = EpisodeBuffer((3, 4, 4), np.uint8, (), np.int64, capacity_steps=12, extras={"qpos": ((2,), np.float64)})
+    rng = np.random.default_rng(0)
+    for length in [5, 4, 6, 3]:
+        frames = rng.integers(0, 256, (length, 3, 4, 4), dtype=np.uint8)
+        extras = {"qpos": rng.normal(size=(length, 2))}
+        end = np.eye(length, dtype=bool)[-1]
+        buffer.add_episode(Episode(frames, rng.integers(0, 6, length), rng.normal(size=length), end, ~end, extras))
+    buffer.sample_segments(8, 4, rng, weights="count", counter_key="tokenizer")
+    buffer.save(tmp_path / "episodes.npz")
+    loaded = EpisodeBuffer.load(tmp_path / "episodes.npz")
+    assert loaded.lengths.tolist() == buffer.lengths.tolist() == [6, 3]
+    assert (loaded.capacity_steps, loaded.num_evicted) == (12, 2)
+    np.testing.assert_array_equal(loaded.counts("tokenizer"), buffer.counts("tokenizer"))
+    for i in range(2):
+        a, b = buffer.episode(i), loaded.episode(i)
+        for name in ("obs", "act", "rew", "end", "trunc"):
+            assert getattr(a, name).dtype == getattr(b, name).dtype
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(a.extras["qpos"], b.extras["qpos"])
+    sa, sb = (x.sample_segments(5, 4, np.random.default_rng(9)) for x in (buffer, loaded))
+    np.testing.assert_array_equal(sa.obs, sb.obs)
+    loaded.add_episode(buffer.episode(0))  # still growable after load
+    assert loaded.lengths.tolist() == [3, 6]
+
+
+def test_load_refuses_an_object_array(tmp_path: Path) -> None:
+    path = tmp_path / "evil.npz"
+    np.savez(path, obs=np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="array 'obs' is an object array"):
+        EpisodeBuffer.load(path)
+    with pytest.raises(ValueError, match="array 'obs' is an object array"):
+        load_replay_buffer(ReplayBuffer(4, spaces.Box(-1, 1, (3,)), spaces.Discrete(2)), path)
+    (tmp_path / "pickled.npz").write_bytes(pickle.dumps({"obs": np.zeros(3)}))
+    with pytest.raises(ValueError, match="is not an .npz archive; pickled or unknown content is never loaded"):
+        EpisodeBuffer.load(tmp_path / "pickled.npz")
+
+
+def test_empty_buffer_round_trips(tmp_path: Path) -> None:
+    EpisodeBuffer((2,), np.float32, (), np.int64).save(tmp_path / "empty.npz")
+    loaded = EpisodeBuffer.load(tmp_path / "empty.npz")
+    assert (loaded.num_episodes, loaded.num_steps, loaded.capacity_steps) == (0, 0, None)
+    with pytest.raises(ValueError, match="holds no episodes yet"):
+        loaded.sample_segments(1, 2, np.random.default_rng(0))
+
+
+def test_load_refuses_inconsistent_or_missing_arrays(tmp_path: Path) -> None:
+    make_buffer([3, 2]).save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz", allow_pickle=False) as f:
+        good = dict(f)
+
+    def write(**changes: np.ndarray | None) -> Path:
+        arrays = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        np.savez(tmp_path / "bad.npz", **arrays)
+        return tmp_path / "bad.npz"
+
+    with pytest.raises(ValueError, match="lengths sum to 6 steps but 'obs' has shape"):
+        EpisodeBuffer.load(write(lengths=np.array([3, 3]), episode_starts=np.array([0, 3])))
+    with pytest.raises(ValueError, match="'episode_starts' do not match"):
+        EpisodeBuffer.load(write(episode_starts=np.array([0, 2])))
+    with pytest.raises(ValueError, match=r"missing array\(s\) \['trunc'\]"):
+        EpisodeBuffer.load(write(trunc=None))
+    with pytest.raises(ValueError, match="'rew' has shape .* dtype float64; expected shape .* dtype float32"):
+        EpisodeBuffer.load(write(rew=good["rew"].astype(np.float64)))
+
+
+def test_failed_save_leaves_the_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_buffer([3]).save(tmp_path / "b.npz")
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(buffers.np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        make_buffer([5, 5]).save(tmp_path / "b.npz")
+    monkeypatch.undo()
+    assert EpisodeBuffer.load(tmp_path / "b.npz").lengths.tolist() == [3]
+    assert [p.name for p in tmp_path.iterdir()] == ["b.npz"]
+
+
+def test_d4rl_dict_round_trip_and_split_at_terminals_and_timeouts() -> None:
+    buffer = EpisodeBuffer((2,), np.float32, (), np.int64, extras={"qpos": ((1,), np.float64)})
+    for ep, length in enumerate([3, 2]):
+        episode = make_episode(ep, length)
+        episode.extras["qpos"] = np.arange(length, dtype=np.float64)[:, None]
+        buffer.add_episode(episode)
+    flat = buffer.to_d4rl_dict()
+    assert flat["episode_starts"].tolist() == [0, 3] and flat["terminals"].tolist() == [F, F, T, F, T]
+    again = EpisodeBuffer.from_d4rl_dict(flat)
+    assert again.lengths.tolist() == [3, 2]
+    np.testing.assert_array_equal(again.to_d4rl_dict()["infos/qpos"], flat["infos/qpos"])
+    # Without episode_starts: cut after each terminal (step 2) or timeout (step 4); the tail 5..6 is kept.
+    n = 7
+    data = {
+        "observations": np.zeros((n, 1), np.float32),
+        "actions": np.zeros((n, 1), np.float32),
+        "rewards": np.arange(n, dtype=np.float32),
+        "terminals": np.eye(n)[2],
+        "timeouts": np.eye(n)[4],
+    }
+    split = EpisodeBuffer.from_d4rl_dict(data)
+    assert split.lengths.tolist() == [3, 2, 2]
+    assert split.episode(1).trunc.tolist() == [F, T] and split.episode(2).rew.tolist() == [5, 6]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SB3 ReplayBuffer
+# ----------------------------------------------------------------------------------------------------------------
+def fill_replay_buffer(optimize_memory_usage: bool) -> ReplayBuffer:
+    obs_space, act_space = spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32)
+    rb = ReplayBuffer(
+        6,
+        obs_space,
+        act_space,
+        n_envs=2,
+        optimize_memory_usage=optimize_memory_usage,
+        handle_timeout_termination=not optimize_memory_usage,
+    )
+    rng = np.random.default_rng(0)
+    for i in range(4):  # 3 slots of 2 envs: wraps around to pos 1, full
+        rb.add(
+            rng.normal(size=(2, 3)),
+            rng.normal(size=(2, 3)),
+            rng.normal(size=(2, 2)),
+            rng.normal(size=2),
+            np.array([i == 2, False]),
+            [{"TimeLimit.truncated": i == 2}, {}],
+        )
+    return rb
+
+
+@pytest.mark.parametrize("optimize_memory_usage", [False, True])
+def test_replay_buffer_save_load_round_trip(tmp_path: Path, optimize_memory_usage: bool) -> None:
+    rb = fill_replay_buffer(optimize_memory_usage)
+    save_replay_buffer(rb, tmp_path / "rb.npz")
+    fresh = ReplayBuffer(
+        6,
+        rb.observation_space,
+        rb.action_space,
+        n_envs=2,
+        optimize_memory_usage=optimize_memory_usage,
+        handle_timeout_termination=not optimize_memory_usage,
+    )
+    load_replay_buffer(fresh, tmp_path / "rb.npz")
+    assert (fresh.pos, fresh.full) == (rb.pos, rb.full) == (1, True)
+    names = ["observations", "actions", "rewards", "dones", "timeouts"]
+    names += [] if optimize_memory_usage else ["next_observations"]
+    for name in names:
+        np.testing.assert_array_equal(getattr(fresh, name), getattr(rb, name))
+    assert rb.timeouts.sum() == (0 if optimize_memory_usage else 1)
+
+
+def test_replay_buffer_load_refuses_a_shape_mismatch(tmp_path: Path) -> None:
+    save_replay_buffer(fill_replay_buffer(False), tmp_path / "rb.npz")
+    other = ReplayBuffer(6, spaces.Box(-1, 1, (4,), np.float32), spaces.Box(-1, 1, (2,), np.float32), n_envs=2)
+    with pytest.raises(ValueError, match=r"'observations' has shape \(3, 2, 3\) .* expected shape \(3, 2, 4\)"):
+        load_replay_buffer(other, tmp_path / "rb.npz")
+    assert not other.observations.any()  # nothing was assigned
+    memory_optimized = ReplayBuffer(
+        6,
+        other.observation_space,
+        other.action_space,
+        n_envs=2,
+        optimize_memory_usage=True,
+        handle_timeout_termination=False,
+    )
+    with pytest.raises(ValueError, match="optimize_memory_usage=True"):
+        load_replay_buffer(memory_optimized, tmp_path / "rb.npz")

@@ -1,0 +1,108 @@
+"""evaluate, enjoy, compare, zoo and bench on real tiny runs, and their answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+
+from runners import bench, compare, enjoy, evaluate, train, zoo
+from runners.cli import run_main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny real runs on CartPole: dqn and ppo."""
+    root = tmp_path_factory.mktemp("runs")
+    for agent in ("dqn", "ppo"):
+        args = [f"agent={agent}", "env=cartpole", "preset=tiny", "n_envs=1", "total_timesteps=1024",
+                "eval_freq=256", "save_freq=512", "progress_bar=false", f"run_dir={root / agent}"]
+        assert run_main(train.main, args) == 0
+    return {"dqn": root / "dqn", "ppo": root / "ppo"}
+
+
+def test_compare_writes_a_png_and_a_table_from_two_tiny_runs(runs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "plots" / "cartpole.png"
+    assert compare.main([str(runs["dqn"]), str(runs["ppo"]), "tag=eval/mean_reward", f"out={out}"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = out.with_suffix(".md").read_text()
+    assert "eval/mean_reward" in table
+    assert "| dqn |" in table and "| ppo |" in table
+    assert "n/a (<3 seeds)" in table
+
+
+def test_evaluate_prints_mean_and_std_as_json(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(evaluate.main, [f"model={runs['dqn'] / 'final'}", "episodes=3", "json=true"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["agent"] == "dqn" and report["env"] == "CartPole-v1"
+    assert report["episodes"] == 3 and len(report["returns"]) == 3
+    assert report["mean_reward"] == pytest.approx(sum(report["returns"]) / 3)
+
+
+def test_enjoy_records_a_video_of_whole_episodes(runs: dict[str, Path], tmp_path: Path) -> None:
+    video = tmp_path / "ppo.mp4"
+    assert run_main(enjoy.main, [f"model={runs['ppo'] / 'final'}", f"video={video}", "max_steps=300"]) == 0
+    frames = imageio.mimread(video, memtest=False)
+    assert len(frames) >= 8 and frames[0].ndim == 3
+
+
+def test_every_shipped_zoo_checkpoint_matches_its_sha256(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(zoo.main, ["verify"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(line.startswith("ok") for line in lines)
+    assert run_main(zoo.main, ["list"]) == 0
+    assert "ppo-cartpole" in capsys.readouterr().out
+
+
+def test_shipped_ppo_cartpole_balances_the_pole() -> None:
+    model, env, env_cfg = evaluate.load_for_eval("zoo:ppo-cartpole", device="cpu", seed=123)
+    result = evaluate.evaluate(model, env, 3, env_cfg)
+    assert result.mean >= 475.0  # CartPole-v1 is solved at 475
+
+
+BAD_INPUTS = [
+    (evaluate.main, ["episodes=3"], "missing model="),
+    (evaluate.main, ["model=zoo:nope"], "unknown zoo checkpoint 'nope'; choose one of: dqn-cartpole"),
+    (evaluate.main, ["model=/nonexistent/ckpt"], "no checkpoint at '/nonexistent/ckpt'"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "episodes=0"], "episodes=0 must be >= 1"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "episodes=many"], "episodes='many' is not an integer"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "json=perhaps"], "json='perhaps' is not a boolean"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "colour=red"], "unknown key 'colour' for runners.evaluate"),
+    (enjoy.main, ["model=zoo:ppo-cartpole", "video=out.avi"], "video=out.avi: the file must end in .mp4 or .gif"),
+    (enjoy.main, ["video=out.mp4"], "missing model="),
+    (compare.main, ["/nonexistent/runs/*"], "no runs matched '/nonexistent/runs/*'"),
+    (compare.main, ["tag=eval/mean_reward"], "no run directories given"),
+    (zoo.main, ["destroy"], "usage: python -m runners.zoo <command>; commands: list, verify, add"),
+    (zoo.main, ["add", "name=x"], "zoo add needs name=<name> and run=<run dir>"),
+    (bench.main, ["nope"], "unknown benchmark 'nope'; choose one of:"),
+]
+
+
+@pytest.mark.parametrize(("runner", "argv", "message"), BAD_INPUTS, ids=[" ".join(a) for _, a, _ in BAD_INPUTS])
+def test_runners_answer_bad_input_with_one_line_and_exit_2(
+    runner: object, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = runner(argv) if runner is compare.main else run_main(runner, argv)  # type: ignore[operator]
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err, err
+    assert "\n" not in err
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_refused_without_unpickling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "model.zip"
+    path.write_bytes(pickle.dumps(Payload()))
+    assert run_main(evaluate.main, [f"model={path}"]) == 2
+    assert "is a file, not a zoo checkpoint directory" in capsys.readouterr().err
+    assert not marker.exists()

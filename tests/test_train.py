@@ -1,0 +1,157 @@
+"""The training runner end to end: tiny real runs, bad input, interruption and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.common.registry import load_agent
+from envs.factory import make_vec_env
+from runners.cli import run_main
+from runners.tblog import read_scalars
+from runners.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runners.train", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("agent", "env"),
+    [("dqn", "cartpole"), ("ppo", "cartpole"), ("sac", "pendulum")],
+)
+def test_baseline_trains_saves_loads_and_acts_the_same(tmp_path: Path, agent: str, env: str) -> None:
+    run_dir = tmp_path / agent
+    code = run_main(
+        train_main,
+        [f"agent={agent}", f"env={env}", "preset=tiny", "total_timesteps=600", "eval_freq=300", "save_freq=300",
+         "n_envs=1", "progress_bar=false", f"run_dir={run_dir}"],
+    )
+    assert code == 0
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["num_timesteps"] >= 600
+    assert sorted(p.name for p in (run_dir / "final").iterdir()) == ["meta.json", "model.safetensors"]
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+    env_cfg = load_agent(run_dir / "final").zoo_config["env"]
+    vec_env = make_vec_env(env_cfg, n_envs=1, seed=0, training=False)
+    first, second = load_agent(run_dir / "final", env=vec_env), load_agent(run_dir / "final", env=vec_env)
+    observations = np.stack([vec_env.observation_space.sample() for _ in range(16)])
+    np.testing.assert_array_equal(first.predict(observations, deterministic=True)[0],
+                                  second.predict(observations, deterministic=True)[0])
+    assert first.num_timesteps == summary["num_timesteps"]
+    scalars = read_scalars(run_dir)
+    assert "eval/mean_reward" in scalars
+    np.testing.assert_array_equal(scalars["eval/mean_reward"][:2, 0], [300, 600])
+
+
+def test_tiny_dqn_run_from_the_command_line_writes_tensorboard_events(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = train("agent=dqn", "env=cartpole", "preset=tiny", f"run_dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "eval" in result.stdout and "tensorboard --logdir" in result.stdout
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_unknown_agent_exits_2_and_lists_the_agents(tmp_path: Path) -> None:
+    result = train("agent=nope", "env=cartpole", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: unknown agent 'nope'; choose one of: dqn, ppo, sac"
+
+
+BAD_INPUTS = [
+    (["agent=nope", "env=cartpole"], "unknown agent 'nope'; choose one of: dqn, ppo, sac"),
+    (["agent=dqn", "env=nope"], "unknown env 'nope'; choose a config (acrobot"),
+    (["env=cartpole"], "missing agent="),
+    (["agent=dqn"], "missing env="),
+    (["agent=dqn", "env=halfcheetah"], "dqn needs a Discrete action space; HalfCheetah-v5 has Box(-1.0, 1.0, (6,)"),
+    (["agent=sac", "env=cartpole"], "sac needs a Box action space; CartPole-v1 has Discrete(2)"),
+    (["agent=dqn", "env=cartpole", "preset=huge"], "unknown preset 'huge'; choose one of: cpu, default, paper, tiny"),
+    (["agent=dqn", "env=cartpole", "foo=1"], "unknown key 'foo' for train; allowed: agent, debug, device"),
+    (["agent=dqn", "env=cartpole", "agent.foo=1"], "unknown key 'agent.foo' for 'agent' of agent dqn; allowed:"),
+    (["agent=dqn", "env=cartpole", "env.foo=1"], "unknown key 'env.foo' for 'env'; allowed: family, id"),
+    (["agent=dqn", "env=cartpole", "total_timesteps=abc"], "total_timesteps='abc' has the wrong type: expected int"),
+    (["agent=dqn", "env=cartpole", "total_timesteps=-5"], "total_timesteps=-5 must be a positive integer"),
+    (["agent=dqn", "env=cartpole", "n_envs=0"], "n_envs=0 must be a positive integer"),
+    (["agent=dqn", "env=cartpole", "eval_episodes=0"], "eval_episodes=0 must be a positive integer"),
+    (["agent=dqn", "env=cartpole", "seed=1.5"], "seed=1.5 has the wrong type: expected int"),
+    (["agent=dqn", "env=cartpole", "learning_rate=fast"], "agent.learning_rate='fast' has the wrong type"),
+    (["agent=dqn", "env=cartpole", "batch_size=0"], "agent.batch_size=0 must be > 0"),
+    (["agent=dqn", "env=cartpole", "gamma=1.5"], "agent.gamma=1.5 must be in (0, 1]"),
+    (["agent=dqn", "env=cartpole", "device=tpu"], "device='tpu' is not allowed; choose one of: auto, cpu, cuda"),
+    (["agent=dqn", "env=cartpole", "vec_env=threads"], "vec_env='threads' is not allowed; choose one of: dummy"),
+    (["agent=dqn", "env=cartpole", "progress_bar=maybe"], "progress_bar='maybe' has the wrong type: expected bool"),
+    (["agent=dqn", "env=cartpole", "agent.policy_kwargs.activation_fn=swish"], "unknown activation_fn 'swish'"),
+    (["agent=dqn", "env=cartpole", "learning_rate=lin_x"], "'x' is not a number; write e.g. lin_3e-4"),
+    (["agent=dqn", "env=cartpole", "agent.policy_kwargs={activation_fn: swish}"], "unknown activation_fn 'swish'"),
+    (["agent=dqn", "env=cartpole", "+extra=1"], "adding or deleting keys is not supported"),
+    (["agent=dqn", "env=cartpole", "junk"], "'junk' is not a key=value argument"),
+    (["resume=/nonexistent/run"], "resume=/nonexistent/run: no config.yaml there"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_naming_the_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = run_main(train_main, [*argv, f"run_dir={tmp_path / 'run'}"] if "resume" not in argv[0] else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err, err
+    assert "\n" not in err
+    assert not (tmp_path / "run").exists()  # nothing is written before the input is known to be good
+
+
+def test_existing_run_dir_is_refused_and_left_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("precious: true\n")
+    code = run_main(train_main, ["agent=dqn", "env=cartpole", "preset=tiny", f"run_dir={run_dir}"])
+    assert code == 2
+    assert f"run_dir={run_dir} already holds a run; continue it with resume={run_dir}" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == "precious: true\n"
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_with_a_continuous_curve(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["agent=dqn", "env=cartpole", "preset=tiny", "total_timesteps=50000", "save_freq=500", "eval_freq=250",
+            "eval_episodes=1", "progress_bar=false", f"run_dir={run_dir}"]
+    process = subprocess.Popen([sys.executable, "-m", "runners.train", *args], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "step_0000001500").exists():
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.time() < deadline, "no checkpoint at step 1500 within 120 s"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    result = train(f"resume={run_dir}", "total_timesteps=3000", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    resumed_from = int(result.stdout.split("(step ")[1].split(")")[0])
+    assert resumed_from >= 1500 and resumed_from % 500 == 0
+    summary = json.loads((run_dir / "results.json").read_text())
+    assert summary["num_timesteps"] == 3000
+    steps = read_scalars(run_dir, ["eval/mean_reward"])["eval/mean_reward"][:, 0]
+    # every evaluation point once, none missing and none twice: 250, 500, ..., 3000 and the final evaluation
+    np.testing.assert_array_equal(np.unique(steps), np.arange(250, 3001, 250))
+    assert np.all(np.diff(steps) > 0)
+    exploration = load_agent(run_dir / "final").exploration_rate
+    assert exploration == pytest.approx(0.04)  # dqn_cartpole: final eps reached after 16% of 3000 steps
