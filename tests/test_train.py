@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.common.registry import load_agent
+from agents.common.registry import REGISTRY, load_agent
 from envs.factory import make_vec_env
 from runners.cli import run_main
 from runners.tblog import read_scalars
@@ -73,11 +73,12 @@ def test_tiny_dqn_run_from_the_command_line_writes_tensorboard_events(tmp_path: 
 def test_unknown_agent_exits_2_and_lists_the_agents(tmp_path: Path) -> None:
     result = train("agent=nope", "env=cartpole", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: unknown agent 'nope'; choose one of: dqn, ppo, sac"
+    assert result.stderr.strip() == f"error: unknown agent 'nope'; choose one of: {', '.join(sorted(REGISTRY))}"
 
 
 BAD_INPUTS = [
-    (["agent=nope", "env=cartpole"], "unknown agent 'nope'; choose one of: dqn, ppo, sac"),
+    (["agent=nope", "env=cartpole"], f"unknown agent 'nope'; choose one of: {', '.join(sorted(REGISTRY))}"),
+    (["agent=stochdqn", "env=pendulum"], "discretize its Box actions with env.discretize=<levels per dimension>"),
     (["agent=dqn", "env=nope"], "unknown env 'nope'; choose a config (acrobot"),
     (["env=cartpole"], "missing agent="),
     (["agent=dqn"], "missing env="),

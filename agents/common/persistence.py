@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import random
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
@@ -205,7 +206,9 @@ class ZooAlgorithm:
                     f"space {describe_space(action_space)}; the env has {describe_space(env.observation_space)} "
                     f"and {describe_space(env.action_space)}"
                 )
-        model = cls(policy, env=env, device=device, _init_setup_model=False, **hyperparams)  # type: ignore[call-arg]
+        with warnings.catch_warnings():  # PPO warns when the env count of evaluation differs from training's
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+            model = cls(policy, env=env, device=device, _init_setup_model=False, **hyperparams)  # type: ignore
         model.observation_space = observation_space
         model.action_space = action_space
         if env is None:

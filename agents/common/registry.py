@@ -28,6 +28,8 @@ class AgentSpec:
     :param action_spaces: names of the gymnasium action spaces it supports
     :param learns_from: ``online`` (interacts with the env), ``offline`` (a dataset) or ``demonstrations``
     :param paper: the paper it implements
+    :param observation_spaces: names of the observation spaces it supports (None: any)
+    :param hint: what to do when the env's action space does not fit (appended to the error)
     """
 
     id: str
@@ -35,12 +37,16 @@ class AgentSpec:
     action_spaces: tuple[str, ...]
     learns_from: str
     paper: str
+    observation_spaces: tuple[str, ...] | None = None
+    hint: str = ""
 
     @property
     def cls(self) -> type:
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
+
+DISCRETIZE_HINT = "; discretize its Box actions with env.discretize=<levels per dimension>"
 
 REGISTRY: dict[str, AgentSpec] = {
     spec.id: spec
@@ -54,6 +60,18 @@ REGISTRY: dict[str, AgentSpec] = {
             "Schulman et al. 2017 (SB3 baseline)",
         ),
         AgentSpec("sac", "agents.baselines:SAC", ("Box",), "online", "Haarnoja et al. 2018 (SB3 baseline)"),
+        *(
+            AgentSpec(agent_id, f"agents.stochdqn.stochdqn:{cls}", ("Discrete",), "online", paper,
+                      observation_spaces=("Box",), hint=DISCRETIZE_HINT)
+            for agent_id, cls, paper in (
+                ("stochdqn", "StochDQN", "Fourati et al. 2024, Stochastic Q-learning (StochDQN)"),
+                ("stochddqn", "StochDDQN", "Fourati et al. 2024, Stochastic Q-learning (StochDDQN)"),
+                ("fulldqn", "FullDQN", "DQN with the full max on StochDQN's Q-network (baseline)"),
+                ("fullddqn", "FullDDQN", "Double DQN with the full max on StochDQN's Q-network (baseline)"),
+            )
+        ),
+        AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
+                  "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )
 }
 
@@ -77,8 +95,14 @@ def check_compatible(agent_id: str, observation_space: spaces.Space, action_spac
     spec = get_spec(agent_id)
     if type(action_space).__name__ not in spec.action_spaces:
         needed = " or ".join(spec.action_spaces)
+        hint = spec.hint if isinstance(action_space, spaces.Box) else ""
         raise IncompatibleEnvError(
-            f"{agent_id} needs a {needed} action space; {env_id} has {describe_space(action_space)}"
+            f"{agent_id} needs a {needed} action space; {env_id} has {describe_space(action_space)}{hint}"
+        )
+    if spec.observation_spaces and type(observation_space).__name__ not in spec.observation_spaces:
+        needed = " or ".join(spec.observation_spaces)
+        raise IncompatibleEnvError(
+            f"{agent_id} needs a {needed} observation space; {env_id} has {describe_space(observation_space)}"
         )
 
 
