@@ -7,5 +7,6 @@ import ale_py
 import gymnasium as gym
 
 import envs.crafter  # noqa: F401  (registers zoo/Crafter-v1)
+import envs.large_action  # noqa: F401  (registers zoo/LargeAction-v0)
 
 gym.register_envs(ale_py)

@@ -5,6 +5,8 @@ An env config is the flat mapping of ``runners/configs/env/<name>.yaml``:
 - ``name``: the config's name ("cartpole"); ``family``: one of ``FAMILIES``; ``id``: gymnasium id or game;
 - ``kwargs``: passed to ``gym.make`` (classic, gym, mujoco) or to ``CrafterEnv`` (crafter); may be missing;
 - ``max_episode_steps``: optional time limit in agent steps (null keeps the env's own);
+- ``discretize``: optional, L levels per action dimension: a Box action env becomes Discrete(L^d)
+  (``envs.large_action.Discretize``; classic, gym and mujoco families);
 - atari only: ``preprocessing`` ("atari100k" | "sb3"), ``frame_size``, ``noop_max``, ``frame_skip``,
   ``max_episode_frames``, ``frame_stack`` (see ``envs.atari.make_atari``).
 
@@ -27,9 +29,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from envs.atari import atari_game, human_normalized_score, make_atari
 from envs.crafter import ENV_ID as CRAFTER_ID
 from envs.crafter import achievement_success_rates, crafter_score
+from envs.large_action import Discretize
 from envs.mujoco import make_mujoco
 
 FAMILIES = ("classic", "atari", "crafter", "mujoco", "gym")
+DISCRETIZE_FAMILIES = ("classic", "gym", "mujoco")
 VEC_ENVS = ("dummy", "subproc")
 ATARI_KEYS = ("preprocessing", "frame_size", "noop_max", "frame_skip", "max_episode_frames", "frame_stack")
 
@@ -60,6 +64,14 @@ def _check_cfg(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(kwargs, dict):
         raise ValueError(f"env.kwargs must be a mapping of keyword arguments; got {kwargs!r}")
     cfg["kwargs"] = kwargs
+    levels = cfg.get("discretize")
+    if levels is not None and (not isinstance(levels, int) or isinstance(levels, bool) or levels < 2):
+        raise ValueError(f"env.discretize={levels!r} must be an integer >= 2 (levels per action dimension) or null")
+    if levels is not None and family not in DISCRETIZE_FAMILIES:
+        raise ValueError(
+            f"env.discretize={levels} applies to Box-action envs of families {', '.join(DISCRETIZE_FAMILIES)}; "
+            f"env '{cfg.get('name')}' is {family}"
+        )
     steps = cfg.get("max_episode_steps")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise ValueError(f"env.max_episode_steps={steps!r} must be a positive integer or null")
@@ -132,8 +144,13 @@ def make_env(
         kwargs = dict(cfg["kwargs"])
         if cfg.get("max_episode_steps") is not None:
             kwargs["max_episode_steps"] = cfg["max_episode_steps"]
-        return make_mujoco(cfg["id"], seed, render_mode=render_mode, **kwargs)
-    return _make_gym(cfg["id"], seed, render_mode, cfg["kwargs"], cfg.get("max_episode_steps"))
+        env = make_mujoco(cfg["id"], seed, render_mode=render_mode, **kwargs)
+    else:
+        env = _make_gym(cfg["id"], seed, render_mode, cfg["kwargs"], cfg.get("max_episode_steps"))
+    if cfg.get("discretize") is not None:  # Box actions -> Discrete(L^d), for Stochastic Q-learning
+        env = Discretize(env, cfg["discretize"])
+        env.action_space.seed(seed)
+    return env
 
 
 def make_vec_env(

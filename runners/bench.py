@@ -1,6 +1,7 @@
 """Benchmarks: ``python -m runners.bench <name>|all`` writes ``results/benchmarks/<name>.md``.
 
-Each benchmark module ``runners/bench_<name>.py`` exposes ``run(out_path) -> str`` and measures the things it
+Each benchmark module ``runners/bench_<name>.py`` exposes ``run(out_path, **options) -> str`` (options are the
+command's ``key=value`` arguments, as strings) and measures the things it
 compares side by side in one run, on this machine, stating the command and the machine in its report.
 """
 
@@ -25,10 +26,12 @@ def main(argv: list[str]) -> int:
     if len(positional) != 1 or positional[0] not in [*names, "all"]:
         given = positional[0] if positional else "nothing"
         raise UsageError(f"unknown benchmark '{given}'; choose one of: {', '.join(names)}, all")
+    if pairs and positional[0] == "all":
+        raise UsageError("options (key=value) apply to one benchmark; name it instead of 'all'")
     for name in names if positional[0] == "all" else positional:
         out = RESULTS / f"{name}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
-        importlib.import_module(f"runners.bench_{name}").run(str(out))
+        importlib.import_module(f"runners.bench_{name}").run(str(out), **pairs)
         print(f"wrote {out}")
     return 0
 

@@ -29,9 +29,10 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("agent", "env", "preset")
 CHOICES = {"device": ("auto", "cpu", "cuda"), "vec_env": ("dummy", "subproc")}
 POSITIVE = ("total_timesteps", "n_envs", "eval_episodes", "save_freq", "keep_checkpoints")
-NON_NEGATIVE = ("eval_freq", "seed", "verbose")
+NON_NEGATIVE = ("eval_freq", "seed", "verbose", "torch_threads")
 # Keys that may change when a run is resumed; everything else is the run's own config.
-RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes")
+RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes",
+             "torch_threads")
 
 
 def group_options(group: str) -> list[str]:
@@ -175,7 +176,9 @@ def resume_config(run_dir: Path, pairs: dict[str, str]) -> DictConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise UsageError(f"resume={run_dir}: no config.yaml there; is it a run directory?")
-    cfg = OmegaConf.load(path)
+    defaults = OmegaConf.load(CONFIG_DIR / "config.yaml")
+    defaults.pop("defaults")
+    cfg = OmegaConf.merge(defaults, OmegaConf.load(path))  # keys added to the zoo since the run started
     for key, value in pairs.items():
         if key in GROUPS:
             if value != (cfg.agent.id if key == "agent" else cfg.env.name if key == "env" else value):

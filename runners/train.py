@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import CallbackList
 
@@ -39,6 +39,8 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, resume_from: Path | None = None) -> None:
         self.cfg = cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         self.env_cfg: dict[str, Any] = OmegaConf.to_container(cfg.env, resolve=True)  # type: ignore[assignment]
         spec = get_spec(cfg.agent.id)
         self.env = make_vec_env(self.env_cfg, n_envs=cfg.n_envs, seed=cfg.seed, training=True, vec_env=cfg.vec_env)
@@ -74,7 +76,6 @@ class Trainer:
         )
         # evaluate before checkpointing, so that a checkpoint at step n follows everything logged at step n
         callbacks: list[Any] = ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
-        start = time.time()
         if remaining > 0:
             self.model.learn(
                 total_timesteps=remaining,
@@ -95,7 +96,7 @@ class Trainer:
             "env": self.env_cfg["id"],
             "seed": self.cfg.seed,
             "num_timesteps": int(self.model.num_timesteps),
-            "wall_time_s": round(time.time() - start, 1),
+            "wall_time_s": round(self.model.train_wall_time_s, 1),
             "final_model": str(self.run_dir / "final"),
             "eval": result.as_dict(),
         }

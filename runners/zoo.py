@@ -85,8 +85,8 @@ def cmd_add(pairs: dict[str, str]) -> int:
         "score": {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": True, **result.score},
         "date": _dt.date.today().isoformat(),
         "size_bytes": sum((destination / f).stat().st_size for f in files),
-        "command": f"python -m runners.train agent={config.get('agent', {}).get('id')} "
-        f"env={env_cfg['name']} seed={config.get('seed')}",
+        "command": f"python -m runners.train agent={config.get('agent', {}).get('id')} env={env_cfg['name']} "
+        f"seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}",
     }
     write_entry(entry)
     print(f"added {name}: {result.mean:.2f} +- {result.std:.2f} over {episodes} episodes, {entry['size_bytes']} bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -114,3 +115,40 @@ def test_save_load_round_trip_keeps_network_memory_and_sampler(cls: type, tmp_pa
     for _ in range(3):  # the same sampler state and memory give the same stoch_argmax, call after call
         np.testing.assert_array_equal(model.predict(observations, deterministic=True)[0],
                                       loaded.predict(observations, deterministic=True)[0])
+
+
+def test_stochdqn_on_inverted_pendulum_512_beats_a_random_policy(tmp_path: Path) -> None:
+    from agents.common.evaluation import evaluate
+    from envs.factory import make_vec_env
+    from runners.cli import run_main
+    from runners.train import main as train_main
+
+    run_dir = tmp_path / "run"
+    args = ["agent=stochdqn", "env=inverted_pendulum_512", "preset=tiny", "total_timesteps=2000", "eval_freq=0",
+            "eval_episodes=3", "progress_bar=false", "torch_threads=1", f"run_dir={run_dir}"]
+    assert run_main(train_main, args) == 0
+    model_return = json.loads((run_dir / "results.json").read_text())["eval"]["mean_reward"]
+
+    env_cfg = {"name": "inverted_pendulum_512", "family": "mujoco", "id": "InvertedPendulum-v5", "discretize": 512}
+    env = make_vec_env(env_cfg, n_envs=1, seed=10_000, training=False)
+
+    class Random:
+        def predict(self, obs: np.ndarray, *args: object, **kwargs: object) -> tuple[np.ndarray, None]:
+            return np.array([env.action_space.sample()]), None
+
+    random_return = evaluate(Random(), env, 10, env_cfg).mean
+    assert random_return < 20  # the pole falls within a few steps when the torque is random
+    assert model_return > 5 * random_return
+
+
+def test_deterministic_predictions_leave_the_training_memory_and_sampler_untouched() -> None:
+    p = policy(2**10)
+    p.remember_argmax(np.array([3]))
+    before = p.memory_state()
+    obs = torch.rand(4, 2)
+    p._predict(obs, deterministic=True)
+    after = p.memory_state()
+    assert after["sampler"] == before["sampler"] and after["ring"] == before["ring"]
+    assert after["eval_sampler"] != before["eval_sampler"]
+    p._predict(obs, deterministic=False)  # acting in training: the ring remembers the stoch_argmax actions
+    assert p.memory_state()["ring"] != before["ring"]

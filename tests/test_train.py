@@ -104,6 +104,9 @@ BAD_INPUTS = [
     (["agent=dqn", "env=cartpole", "agent.policy_kwargs={activation_fn: swish}"], "unknown activation_fn 'swish'"),
     (["agent=dqn", "env=cartpole", "+extra=1"], "adding or deleting keys is not supported"),
     (["agent=dqn", "env=cartpole", "junk"], "'junk' is not a key=value argument"),
+    (["agent=stochdqn", "env=ant", "env.discretize=1000"], "1000 levels x 8 dims = 1000^8 actions overflows int64"),
+    (["agent=stochdqn", "env=hopper", "env.discretize=1"], "env.discretize=1 must be an integer >= 2"),
+    (["agent=stochdqn", "env=breakout", "env.discretize=4"], "unknown key 'env.discretize' for 'env'; allowed:"),
     (["resume=/nonexistent/run"], "resume=/nonexistent/run: no config.yaml there"),
 ]
 

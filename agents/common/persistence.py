@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import random
+import time
 import warnings
 from collections import deque
 from pathlib import Path
@@ -86,6 +87,23 @@ class ZooAlgorithm:
     agent_id: ClassVar[str] = ""
     hyperparams: dict[str, Any]
     zoo_config: dict[str, Any] | None
+    train_wall_time_s: float = 0.0  # seconds spent in finished learn() calls, over every run that led here
+    _learn_started: float | None = None
+
+    def learn(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``learn``, timed: the wall time of training accumulates across calls, saves and resumes."""
+        self._learn_started = time.time()
+        try:
+            return super().learn(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self.train_wall_time_s += time.time() - self._learn_started
+            self._learn_started = None
+
+    @property
+    def wall_time_s(self) -> float:
+        """Seconds of training so far, including the ``learn`` call running now."""
+        running = time.time() - self._learn_started if self._learn_started is not None else 0.0
+        return self.train_wall_time_s + running
 
     def __init__(self, policy: Any, env: Any, **kwargs: Any) -> None:
         self.hyperparams = encode_hyperparams(
@@ -103,6 +121,7 @@ class ZooAlgorithm:
             {k: float(v) for k, v in info.items() if k in ("r", "l", "t")} for info in (self.ep_info_buffer or [])
         ]
         state["ep_success_buffer"] = [bool(x) for x in (self.ep_success_buffer or [])]
+        state["train_wall_time_s"] = self.wall_time_s
         np_state = np.random.get_state()
         tensors["rng.numpy_keys"] = torch.from_numpy(np_state[1].astype(np.int64))
         tensors["rng.torch"] = torch.get_rng_state()
@@ -120,6 +139,7 @@ class ZooAlgorithm:
                 setattr(self, key, state[key])
         self.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=self._stats_window_size)
         self.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=self._stats_window_size)
+        self.train_wall_time_s = float(state.get("train_wall_time_s", 0.0))
         rng = state["rng"]
         random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
         kind, pos, has_gauss, cached = rng["numpy"]

@@ -74,6 +74,9 @@ class StochQPolicy(BasePolicy):
         self.memory_size = memory_size or default
         self.ring_size = ring_size if ring_size is not None else -(-self.memory_size // 2)
         self.sampler = SubsetSampler(self.n_actions, self.subset_size, np.random.default_rng(seed))
+        # deterministic predictions (evaluation) draw from their own stream and leave the memory as it is, so that
+        # evaluating during training does not change the training run
+        self.eval_sampler = SubsetSampler(self.n_actions, self.subset_size, np.random.default_rng(seed).spawn(1)[0])
         self.ring = np.full(self.ring_size, -1, dtype=np.int64)
         self.ring_pos = 0
         self.batch_memory = np.empty(0, dtype=np.int64)
@@ -107,27 +110,30 @@ class StochQPolicy(BasePolicy):
                 self.ring_pos = (self.ring_pos + 1) % self.ring_size
 
     # ------------------------------------------------------------------ stochmax / stoch_argmax
-    def candidates(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, batch: int, sampler: SubsetSampler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """C = R u M for each of ``batch`` states: (actions int64 [B, W], mask bool [B, W])."""
-        cands, mask = self.sampler.candidates(batch, self.memory())
+        cands, mask = (sampler or self.sampler).candidates(batch, self.memory())
         return torch.as_tensor(cands, device=self.device), torch.as_tensor(mask, device=self.device)
 
-    def best(self, net: torch.nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def best(
+        self, net: torch.nn.Module, obs: torch.Tensor, sampler: SubsetSampler | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(stochmax, stoch_argmax) of Q over fresh candidates C (stochastic), else (max, argmax) over all N.
 
         The full max evaluates Q for all N actions of every state: the cost Stochastic Q-learning avoids."""
         obs = obs.float().reshape(obs.shape[0], -1)
         if not self.stochastic:
             return net.q_all(obs, self.n_actions).max(dim=1)
-        return best_over(net, obs, *self.candidates(obs.shape[0]))
+        return best_over(net, obs, *self.candidates(obs.shape[0], sampler))
 
     def q_values(self, net: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return net(obs.float().reshape(obs.shape[0], -1), actions.long().reshape(-1, 1)).squeeze(1)
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """stoch_argmax_a Q(s, a) (the greedy part of epsilon-greedy); remembered in the ring."""
-        _, actions = self.best(self.q_net, observation)
-        if self.stochastic:
+        """stoch_argmax_a Q(s, a): in training (the greedy part of epsilon-greedy) it is remembered in the ring;
+        deterministic calls (evaluation) use their own sampler and change no training state."""
+        _, actions = self.best(self.q_net, observation, self.eval_sampler if deterministic else None)
+        if self.stochastic and not deterministic:
             self.remember_argmax(actions.cpu().numpy())
         return actions
 
@@ -135,16 +141,18 @@ class StochQPolicy(BasePolicy):
         return self._predict(obs, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
-        self.q_net.train(mode)
+        # the Q-networks have no dropout or batch norm: only the flag changes (SB3 switches modes at every step)
         self.training = mode
 
     # ------------------------------------------------------------------ JSON state for checkpoints
     def memory_state(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.get_state(), "ring": self.ring.tolist(), "ring_pos": self.ring_pos,
-                "batch_memory": self.batch_memory.tolist()}
+        return {"sampler": self.sampler.get_state(), "eval_sampler": self.eval_sampler.get_state(),
+                "ring": self.ring.tolist(), "ring_pos": self.ring_pos, "batch_memory": self.batch_memory.tolist()}
 
     def set_memory_state(self, state: dict[str, Any]) -> None:
         self.sampler.set_state(state["sampler"])
+        if "eval_sampler" in state:  # checkpoints written before evaluation had its own stream lack it
+            self.eval_sampler.set_state(state["eval_sampler"])
         self.ring = np.asarray(state["ring"], dtype=np.int64)
         self.ring_pos = int(state["ring_pos"])
         self.batch_memory = np.asarray(state["batch_memory"], dtype=np.int64)

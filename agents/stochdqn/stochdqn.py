@@ -94,6 +94,20 @@ class StochDQN(ZooAlgorithm, DQN):
         self.policy_kwargs = {**self.policy_kwargs, **self.stoch_kwargs, "stochastic": self.stochastic,
                               "seed": self.seed}
         super()._setup_model()
+        self._online_parameters = list(self.q_net.parameters())
+        self._target_parameters = list(self.q_net_target.parameters())
+
+    def _on_step(self) -> None:
+        """Copy (tau = 1) or Polyak-average the online net into the target every ``target_update_interval`` steps."""
+        self._n_calls += 1
+        if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
+            with torch.no_grad():
+                if self.tau == 1.0:
+                    torch._foreach_copy_(self._target_parameters, self._online_parameters)
+                else:
+                    torch._foreach_lerp_(self._target_parameters, self._online_parameters, self.tau)
+        self.exploration_rate = self.exploration_schedule(self._current_progress_remaining)
+        self.logger.record("rollout/exploration_rate", self.exploration_rate)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
@@ -117,7 +131,7 @@ class StochDQN(ZooAlgorithm, DQN):
             next_values.append(next_q.mean().item())
             self.policy.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
