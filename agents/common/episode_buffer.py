@@ -8,12 +8,15 @@ World-model (DIAMOND, Delta-IRIS), sequence (DT, RADT) and imitation (ACT) agent
 
 Step ``t`` of an episode holds the observation the action was taken in, the action, the reward that followed and
 whether the episode terminated (``end``) or was truncated (``trunc``) with it; the two are never merged.
-Files go through the .npz helpers of :mod:`agents.common.buffers`: written atomically, read without pickle.
+
+Two companion modules keep this one to storage and segments: :mod:`agents.common.episode_sampling` (pure functions:
+episode weights, DIAMOND's window rules) and :mod:`agents.common.episode_io` (the .npz file and the D4RL layout,
+which :meth:`EpisodeBuffer.save`, :meth:`~EpisodeBuffer.load`, :meth:`~EpisodeBuffer.to_d4rl_dict` and
+:meth:`~EpisodeBuffer.from_d4rl_dict` delegate to; it imports this module, so they import it when called).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.common.buffers import Shape, atomic_savez, check_array, read_npz
+from agents.common.buffers import Shape
+from agents.common.episode_sampling import RECENCY_WEIGHTS, draw_segment_starts, episode_probabilities
 
 __all__ = ["RECENCY_WEIGHTS", "Episode", "EpisodeBuffer", "EpisodeBuilder", "Segment"]
 
-#: DIAMOND's ``sample_weights``: the most recent quarter of the episodes gets 70% of the draws.
-RECENCY_WEIGHTS: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7)
-WEIGHT_SCHEMES = ("uniform", "length", "recency", "count")
 CORE_FIELDS = ("obs", "act", "rew", "end", "trunc")
-EXTRA_PREFIX, COUNT_PREFIX = "extra.", "count."
+EXTRA_PREFIX = "extra."
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ class Segment:
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [B, L, ...]
 
 
-def _coerce(name: str, value: Any, shape: Shape, dtype: np.dtype) -> np.ndarray:
+def coerce_array(name: str, value: Any, shape: Shape, dtype: np.dtype) -> np.ndarray:
     """``value`` as an array of ``shape`` and ``dtype``; refuses object arrays and casts that change the kind."""
     arr = np.asarray(value)
     if arr.dtype == object:
@@ -197,7 +198,7 @@ class EpisodeBuffer:
             raise ValueError(f"episode extras {sorted(episode.extras)}; this buffer stores {sorted(self.extra_names)}")
         values = {name: getattr(episode, name) for name in CORE_FIELDS}
         values.update({EXTRA_PREFIX + name: value for name, value in episode.extras.items()})
-        arrays = {key: _coerce(key, values[key], (n, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
+        arrays = {key: coerce_array(key, values[key], (n, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
         self._reserve(n)
         for key, arr in arrays.items():
             self._data[key][self._tail : self._tail + n] = arr
@@ -275,41 +276,17 @@ class EpisodeBuffer:
     def probabilities(
         self, weights: str | Sequence[float] | None = None, counter_key: str = "default", count_alpha: float = 5.0
     ) -> np.ndarray:
-        """Probability of drawing each episode under ``weights``.
+        """Probability of drawing each episode under ``weights``, oldest first (see
+        :func:`~agents.common.episode_sampling.episode_probabilities`).
 
-        * ``None``/``"uniform"``: every episode alike. ``"length"``: proportional to its length (DIAMOND's default).
-        * ``"recency"`` (= ``RECENCY_WEIGHTS``) or a list ``[w_1, ..., w_k]`` summing to 1: DIAMOND's chunks. The
-          episodes, oldest first, are cut in ``k`` chunks of ``n // k`` (the last also takes the ``n % k`` left
-          over); chunk ``j`` gets mass ``w_j`` spread evenly inside it. Until ``n >= k`` DIAMOND uses ``"length"``.
-        * ``"count"``: Delta-IRIS, ``p_i ∝ (1 / (1 + count_i)) ** count_alpha`` with the draws of ``counter_key``.
+        ``None``/``"uniform"``, ``"length"`` (DIAMOND's default), ``"recency"`` (DIAMOND's chunks,
+        ``RECENCY_WEIGHTS``) or a list of chunk weights summing to 1, or ``"count"``: Delta-IRIS,
+        ``p_i ∝ (1 / (1 + count_i)) ** count_alpha`` with the draws of ``counter_key``.
         """
-        n = self.num_episodes
-        if n == 0:
+        if self.num_episodes == 0:
             raise ValueError("the EpisodeBuffer holds no episodes yet; add one before sampling")
-        if isinstance(weights, str) or weights is None:
-            scheme = "uniform" if weights is None else weights
-            if scheme == "uniform":
-                return np.full(n, 1.0 / n)
-            if scheme == "length":
-                return self._lengths / self._lengths.sum()
-            if scheme == "count":
-                p = (1.0 / (1.0 + self._counter(counter_key))) ** float(count_alpha)
-                return p / p.sum()
-            if scheme != "recency":
-                raise ValueError(
-                    f"unknown sample weights {scheme!r}; choose one of: {', '.join(WEIGHT_SCHEMES)}, "
-                    "or a list of chunk weights summing to 1"
-                )
-            weights = RECENCY_WEIGHTS
-        w = np.asarray(weights, dtype=np.float64)
-        if w.ndim != 1 or len(w) == 0 or (w < 0).any() or (w > 1).any() or abs(w.sum() - 1.0) > 1e-6:
-            raise ValueError(f"chunk weights {np.asarray(weights).tolist()}; expected numbers in [0, 1] summing to 1")
-        k = len(w)
-        if n < k:
-            return self._lengths / self._lengths.sum()
-        sizes = np.full(k, n // k)
-        sizes[-1] += n % k
-        return np.repeat(w / sizes, sizes)
+        counts = self._counter(counter_key) if isinstance(weights, str) and weights == "count" else None
+        return episode_probabilities(weights, self._lengths, counts, count_alpha)
 
     def sample_segments(
         self,
@@ -323,24 +300,16 @@ class EpisodeBuffer:
     ) -> Segment:
         """Draw ``batch_size`` windows of ``seq_len`` steps as DIAMOND's ``BatchSampler.sample`` does.
 
-        Episodes are drawn by :meth:`probabilities`, then a timestep ``t`` uniformly inside each. With
-        ``can_sample_beyond_end`` the window starts up to ``seq_len - 1`` steps before ``t`` and may pad on either
-        side; otherwise it ends at ``min(length, t + 1 + U{0..seq_len-1})`` and pads only on the left. Every draw
-        is added to the counts of ``counter_key`` afterwards.
+        Episodes are drawn by :meth:`probabilities`, windows placed by DIAMOND's padding rules
+        (:func:`~agents.common.episode_sampling.draw_segment_starts`: both sides with ``can_sample_beyond_end``,
+        else the left only). Every draw is added to the counts of ``counter_key`` afterwards.
         """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
         if int(batch_size) < 1 or int(seq_len) < 1:
             raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}; both must be >= 1")
         p = self.probabilities(weights, counter_key, count_alpha)
-        episode_ids = rng.choice(self.num_episodes, size=batch_size, replace=True, p=p)
-        lengths = self._lengths[episode_ids]
-        timesteps = rng.integers(0, lengths)
-        if can_sample_beyond_end:  # padding allowed both before the start and after the end
-            starts = timesteps - rng.integers(0, seq_len, batch_size)
-        else:  # padding allowed only before the start
-            stops = np.minimum(lengths, timesteps + 1 + rng.integers(0, seq_len, batch_size))
-            starts = stops - seq_len
+        episode_ids, starts = draw_segment_starts(self._lengths, p, batch_size, seq_len, rng, can_sample_beyond_end)
         self.count_draws(episode_ids, counter_key)
         return self.get_segments(episode_ids, starts, seq_len)
 
@@ -371,122 +340,32 @@ class EpisodeBuffer:
         ids = np.searchsorted(offsets, flat, side="right") - 1
         return ids, flat - offsets[ids]
 
-    # --- persistence -----------------------------------------------------------------------------------------
+    # --- persistence and offline datasets (agents.common.episode_io) ---------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write every held episode and the sampling counts to one .npz, atomically (steps still being collected
         with :meth:`add_step` are not saved)."""
-        arrays = {key: arr[self._head : self._tail] for key, arr in self._data.items()}
-        arrays["lengths"], arrays["episode_starts"] = self._lengths, self._starts - self._head
-        arrays.update({COUNT_PREFIX + key: c for key, c in self._counts.items()})
-        arrays["capacity_steps"] = np.asarray(-1 if self.capacity_steps is None else self.capacity_steps, np.int64)
-        arrays["num_evicted"] = np.asarray(self.num_evicted, np.int64)
-        atomic_savez(path, arrays)
+        from agents.common.episode_io import save_episode_buffer
+
+        save_episode_buffer(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> EpisodeBuffer:
         """Read a file written by :meth:`save`; anything inconsistent is refused with a ValueError naming it."""
-        data, where = read_npz(path), f"'{path}'"
-        required = {*CORE_FIELDS, "lengths", "episode_starts", "capacity_steps", "num_evicted"}
-        if missing := sorted(required - set(data)):
-            raise ValueError(f"{where} is missing array(s) {missing}; an EpisodeBuffer file holds {sorted(required)}")
-        if unknown := sorted(k for k in data if k not in required and not k.startswith((EXTRA_PREFIX, COUNT_PREFIX))):
-            raise ValueError(f"{where} holds unknown array(s) {unknown}; allowed: {sorted(required)}, extra.*, count.*")
-        for key in ("capacity_steps", "num_evicted"):
-            check_array(where, key, data[key], (), np.dtype(np.int64))
-        if data["num_evicted"] < 0:
-            raise ValueError(f"{where}: num_evicted={int(data['num_evicted'])}; expected >= 0")
-        lengths = data["lengths"]
-        check_array(where, "lengths", lengths, (len(lengths),) if lengths.ndim == 1 else (-1,), np.dtype(np.int64))
-        if (lengths < 1).any():
-            raise ValueError(f"{where}: every episode length must be >= 1, found {lengths.min()}")
-        num_steps, num_episodes = int(lengths.sum()), len(lengths)
-        offsets = np.cumsum(lengths) - lengths
-        if data["episode_starts"].shape != offsets.shape or (data["episode_starts"] != offsets).any():
-            raise ValueError(f"{where}: 'episode_starts' do not match the cumulative sums of 'lengths'")
-        fixed = {"rew": np.float32, "end": np.bool_, "trunc": np.bool_}
-        for key, arr in data.items():
-            if key in CORE_FIELDS or key.startswith(EXTRA_PREFIX):
-                if arr.ndim == 0 or arr.shape[0] != num_steps:
-                    raise ValueError(f"{where}: lengths sum to {num_steps} steps but '{key}' has shape {arr.shape}")
-                if key in fixed:
-                    check_array(where, key, arr, (num_steps,), np.dtype(fixed[key]))
-            elif key.startswith(COUNT_PREFIX):
-                check_array(where, key, arr, (num_episodes,), np.dtype(np.int64))
-                if (arr < 0).any():
-                    raise ValueError(f"{where}: '{key}' holds negative counts; expected counts >= 0")
-        capacity = int(data["capacity_steps"])
-        extras = {k[len(EXTRA_PREFIX) :]: (v.shape[1:], v.dtype) for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
-        buffer = cls(
-            data["obs"].shape[1:],
-            data["obs"].dtype,
-            data["act"].shape[1:],
-            data["act"].dtype,
-            None if capacity == -1 else capacity,
-            extras,
-        )
-        buffer._data = {key: np.require(data[key], requirements=["C", "W"]) for key in buffer.spec}
-        buffer._tail, buffer._starts, buffer._lengths = num_steps, offsets, lengths.copy()
-        for key in (k for k in data if k.startswith(COUNT_PREFIX)):
-            buffer._counter(key[len(COUNT_PREFIX) :])[:] = data[key]
-        buffer.num_evicted = int(data["num_evicted"])
-        buffer._evict()
-        return buffer
+        from agents.common.episode_io import load_episode_buffer
 
-    # --- offline datasets (D4RL layout) ----------------------------------------------------------------------
+        return load_episode_buffer(cls, path)
+
     def to_d4rl_dict(self) -> dict[str, np.ndarray]:
         """Flat D4RL arrays: observations, actions, rewards, terminals, timeouts, episode_starts, infos/<extra>."""
-        live = {key: arr[self._head : self._tail].copy() for key, arr in self._data.items()}
-        out = {
-            "observations": live["obs"],
-            "actions": live["act"],
-            "rewards": live["rew"],
-            "terminals": live["end"],
-            "timeouts": live["trunc"],
-            "episode_starts": self._starts - self._head,
-        }
-        out.update({f"infos/{name}": live[EXTRA_PREFIX + name] for name in self.extra_names})
-        return out
+        from agents.common.episode_io import to_d4rl_dict
+
+        return to_d4rl_dict(self)
 
     @classmethod
     def from_d4rl_dict(cls, data: Mapping[str, np.ndarray], capacity_steps: int | None = None) -> EpisodeBuffer:
         """Episodes from D4RL-layout arrays, cut at ``episode_starts`` when given, else after every terminal or
         timeout (a trailing unfinished episode is kept). ``infos/<name>`` arrays with one row per step become
         extras; other keys (``next_observations``, ``metadata/*``) are ignored."""
-        required = ("observations", "actions", "rewards", "terminals", "timeouts")
-        if missing := [key for key in required if key not in data]:
-            raise ValueError(f"D4RL dict is missing {missing}; it needs {list(required)}")
-        obs, act = np.asarray(data["observations"]), np.asarray(data["actions"])
-        n = len(obs)
-        end = _coerce("terminals", data["terminals"], (n,), np.dtype(np.bool_))
-        trunc = _coerce("timeouts", data["timeouts"], (n,), np.dtype(np.bool_))
-        if "episode_starts" in data:
-            starts = np.asarray(data["episode_starts"], np.int64)
-            if n == 0 or starts.ndim != 1 or starts[0] != 0 or (np.diff(starts) < 1).any() or starts[-1] >= n:
-                raise ValueError(f"episode_starts {starts.tolist()[:8]} must increase strictly from 0 below {n} steps")
-        else:
-            ends = np.flatnonzero(end | trunc) + 1
-            starts = np.concatenate([[0], ends[ends < n]]).astype(np.int64)
-        extras = {k[len("infos/") :]: np.asarray(v) for k, v in data.items() if k.startswith("infos/")}
-        extras = {k: v for k, v in extras.items() if v.ndim >= 1 and len(v) == n and k.isidentifier()}
-        buffer = cls(
-            obs.shape[1:],
-            obs.dtype,
-            act.shape[1:],
-            act.dtype,
-            capacity_steps,
-            {k: (v.shape[1:], v.dtype) for k, v in extras.items()},
-        )
-        bounds = np.append(starts, n)
-        for s, e in itertools.pairwise(bounds):
-            sl = slice(int(s), int(e))
-            buffer.add_episode(
-                Episode(
-                    obs[sl],
-                    act[sl],
-                    np.asarray(data["rewards"])[sl],
-                    end[sl],
-                    trunc[sl],
-                    {k: v[sl] for k, v in extras.items()},
-                )
-            )
-        return buffer
+        from agents.common.episode_io import from_d4rl_dict
+
+        return from_d4rl_dict(cls, data, capacity_steps)

@@ -1,0 +1,148 @@
+"""An :class:`~agents.common.episode_buffer.EpisodeBuffer` on disk (.npz) and in the D4RL layout.
+
+The buffer's ``save``/``load``/``to_d4rl_dict``/``from_d4rl_dict`` delegate here; call those methods, not these
+functions. Files go through the .npz helpers of :mod:`agents.common.buffers`: written atomically, read without
+pickle, and every array is checked before a buffer is built from it.
+
+This module reads and restores the buffer's internal arrays (``_data``, ``_starts``, ``_lengths``, ``_counts``):
+it is the buffer's persistence, kept apart so that the storage itself stays readable in one sitting.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from agents.common.buffers import atomic_savez, check_array, read_npz
+from agents.common.episode_buffer import CORE_FIELDS, EXTRA_PREFIX, Episode, EpisodeBuffer, coerce_array
+
+__all__ = ["COUNT_PREFIX", "from_d4rl_dict", "load_episode_buffer", "save_episode_buffer", "to_d4rl_dict"]
+
+COUNT_PREFIX = "count."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# .npz files
+# ----------------------------------------------------------------------------------------------------------------
+def save_episode_buffer(buffer: EpisodeBuffer, path: str | Path) -> None:
+    """Write every held episode of ``buffer`` and its sampling counts to one .npz, atomically."""
+    arrays = {key: arr[buffer._head : buffer._tail] for key, arr in buffer._data.items()}
+    arrays["lengths"], arrays["episode_starts"] = buffer._lengths, buffer._starts - buffer._head
+    arrays.update({COUNT_PREFIX + key: c for key, c in buffer._counts.items()})
+    arrays["capacity_steps"] = np.asarray(-1 if buffer.capacity_steps is None else buffer.capacity_steps, np.int64)
+    arrays["num_evicted"] = np.asarray(buffer.num_evicted, np.int64)
+    atomic_savez(path, arrays)
+
+
+def _check_episode_file(data: Mapping[str, np.ndarray], where: str) -> np.ndarray:
+    """The offset of each episode in ``data`` (read from ``where``); a ValueError names whatever in it is not a
+    consistent EpisodeBuffer file."""
+    required = {*CORE_FIELDS, "lengths", "episode_starts", "capacity_steps", "num_evicted"}
+    if missing := sorted(required - set(data)):
+        raise ValueError(f"{where} is missing array(s) {missing}; an EpisodeBuffer file holds {sorted(required)}")
+    if unknown := sorted(k for k in data if k not in required and not k.startswith((EXTRA_PREFIX, COUNT_PREFIX))):
+        raise ValueError(f"{where} holds unknown array(s) {unknown}; allowed: {sorted(required)}, extra.*, count.*")
+    for key in ("capacity_steps", "num_evicted"):
+        check_array(where, key, data[key], (), np.dtype(np.int64))
+    if data["num_evicted"] < 0:
+        raise ValueError(f"{where}: num_evicted={int(data['num_evicted'])}; expected >= 0")
+    lengths = data["lengths"]
+    check_array(where, "lengths", lengths, (len(lengths),) if lengths.ndim == 1 else (-1,), np.dtype(np.int64))
+    if (lengths < 1).any():
+        raise ValueError(f"{where}: every episode length must be >= 1, found {lengths.min()}")
+    num_steps, num_episodes = int(lengths.sum()), len(lengths)
+    offsets = np.cumsum(lengths) - lengths
+    if data["episode_starts"].shape != offsets.shape or (data["episode_starts"] != offsets).any():
+        raise ValueError(f"{where}: 'episode_starts' do not match the cumulative sums of 'lengths'")
+    fixed = {"rew": np.float32, "end": np.bool_, "trunc": np.bool_}
+    for key, arr in data.items():
+        if key in CORE_FIELDS or key.startswith(EXTRA_PREFIX):
+            if arr.ndim == 0 or arr.shape[0] != num_steps:
+                raise ValueError(f"{where}: lengths sum to {num_steps} steps but '{key}' has shape {arr.shape}")
+            if key in fixed:
+                check_array(where, key, arr, (num_steps,), np.dtype(fixed[key]))
+        elif key.startswith(COUNT_PREFIX):
+            check_array(where, key, arr, (num_episodes,), np.dtype(np.int64))
+            if (arr < 0).any():
+                raise ValueError(f"{where}: '{key}' holds negative counts; expected counts >= 0")
+    return offsets
+
+
+def load_episode_buffer(cls: type[EpisodeBuffer], path: str | Path) -> EpisodeBuffer:
+    """A ``cls`` holding what :func:`save_episode_buffer` wrote to ``path``; anything inconsistent is refused."""
+    data, where = read_npz(path), f"'{path}'"
+    offsets = _check_episode_file(data, where)
+    lengths, capacity = data["lengths"], int(data["capacity_steps"])
+    extras = {k[len(EXTRA_PREFIX) :]: (v.shape[1:], v.dtype) for k, v in data.items() if k.startswith(EXTRA_PREFIX)}
+    buffer = cls(
+        data["obs"].shape[1:],
+        data["obs"].dtype,
+        data["act"].shape[1:],
+        data["act"].dtype,
+        None if capacity == -1 else capacity,
+        extras,
+    )
+    buffer._data = {key: np.require(data[key], requirements=["C", "W"]) for key in buffer.spec}
+    buffer._tail, buffer._starts, buffer._lengths = int(lengths.sum()), offsets, lengths.copy()
+    for key in (k for k in data if k.startswith(COUNT_PREFIX)):
+        buffer._counter(key[len(COUNT_PREFIX) :])[:] = data[key]
+    buffer.num_evicted = int(data["num_evicted"])
+    buffer._evict()
+    return buffer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Offline datasets (D4RL layout)
+# ----------------------------------------------------------------------------------------------------------------
+def to_d4rl_dict(buffer: EpisodeBuffer) -> dict[str, np.ndarray]:
+    """Flat D4RL arrays: observations, actions, rewards, terminals, timeouts, episode_starts, infos/<extra>."""
+    live = {key: arr[buffer._head : buffer._tail].copy() for key, arr in buffer._data.items()}
+    out = {
+        "observations": live["obs"],
+        "actions": live["act"],
+        "rewards": live["rew"],
+        "terminals": live["end"],
+        "timeouts": live["trunc"],
+        "episode_starts": buffer._starts - buffer._head,
+    }
+    out.update({f"infos/{name}": live[EXTRA_PREFIX + name] for name in buffer.extra_names})
+    return out
+
+
+def from_d4rl_dict(
+    cls: type[EpisodeBuffer], data: Mapping[str, np.ndarray], capacity_steps: int | None = None
+) -> EpisodeBuffer:
+    """A ``cls`` holding the episodes of D4RL-layout arrays (see :meth:`EpisodeBuffer.from_d4rl_dict`)."""
+    required = ("observations", "actions", "rewards", "terminals", "timeouts")
+    if missing := [key for key in required if key not in data]:
+        raise ValueError(f"D4RL dict is missing {missing}; it needs {list(required)}")
+    obs, act = np.asarray(data["observations"]), np.asarray(data["actions"])
+    n = len(obs)
+    end = coerce_array("terminals", data["terminals"], (n,), np.dtype(np.bool_))
+    trunc = coerce_array("timeouts", data["timeouts"], (n,), np.dtype(np.bool_))
+    if "episode_starts" in data:
+        starts = np.asarray(data["episode_starts"], np.int64)
+        if n == 0 or starts.ndim != 1 or starts[0] != 0 or (np.diff(starts) < 1).any() or starts[-1] >= n:
+            raise ValueError(f"episode_starts {starts.tolist()[:8]} must increase strictly from 0 below {n} steps")
+    else:
+        ends = np.flatnonzero(end | trunc) + 1
+        starts = np.concatenate([[0], ends[ends < n]]).astype(np.int64)
+    extras = {k[len("infos/") :]: np.asarray(v) for k, v in data.items() if k.startswith("infos/")}
+    extras = {k: v for k, v in extras.items() if v.ndim >= 1 and len(v) == n and k.isidentifier()}
+    buffer = cls(
+        obs.shape[1:],
+        obs.dtype,
+        act.shape[1:],
+        act.dtype,
+        capacity_steps,
+        {k: (v.shape[1:], v.dtype) for k, v in extras.items()},
+    )
+    rewards = np.asarray(data["rewards"])
+    for s, e in itertools.pairwise(np.append(starts, n)):
+        sl = slice(int(s), int(e))
+        episode = Episode(obs[sl], act[sl], rewards[sl], end[sl], trunc[sl], {k: v[sl] for k, v in extras.items()})
+        buffer.add_episode(episode)
+    return buffer
