@@ -61,6 +61,8 @@ class StochQPolicy(BasePolicy):
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        if optimizer_kwargs is None and optimizer_class in (torch.optim.Adam, torch.optim.AdamW):
+            optimizer_kwargs = {"fused": True}  # one kernel for all parameters: the net is small, the loop is hot
         super().__init__(observation_space, action_space, optimizer_class=optimizer_class,
                          optimizer_kwargs=optimizer_kwargs, normalize_images=False)
         if q_network not in Q_NETWORKS:

@@ -131,7 +131,7 @@ class StochDQN(ZooAlgorithm, DQN):
             next_values.append(next_q.mean().item())
             self.policy.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm, foreach=True)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
