@@ -1,6 +1,6 @@
 """`ZooAlgorithm`: the zoo's save/load for any stable-baselines3 algorithm, without pickle.
 
-SB3's own ``save`` writes a zip whose ``data`` entry is cloudpickled, and ``load`` unpickles it: loading a
+SB3's own ``save`` writes a zip whose ``data`` entry is pickled, and ``load`` unpickles it: loading a
 checkpoint someone else made could run their code. Every zoo agent mixes in :class:`ZooAlgorithm` instead, which
 keeps SB3's names and life cycle (``model.save(path)``, ``Agent.load(path, env=...)``, ``_get_torch_save_params``)
 but writes a checkpoint directory of safetensors + JSON (:mod:`agents.common.checkpoint`):
