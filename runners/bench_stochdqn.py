@@ -38,6 +38,7 @@ from agents.stochdqn.policy import StochQPolicy
 from agents.stochdqn.sampling import SubsetSampler, subset_size
 from envs.factory import make_vec_env
 from runners import compare
+from runners.cli import machine, parse_args
 from runners.config import compose_train_config
 from runners.train import Trainer
 
@@ -111,11 +112,7 @@ def part_sampler(batch: int = 32) -> str:
 
 
 def _cfg(agent: str, env: str, seed: int, steps: int, run_dir: Path, extra: list[str] | None = None) -> Any:
-    pairs = {"agent": agent, "env": env, "seed": str(seed), "total_timesteps": str(steps), "torch_threads": "1",
-             "eval_freq": str(max(steps // 10, 1000)), "eval_episodes": "5", "save_freq": str(steps),
-             "progress_bar": "false", "run_dir": str(run_dir)}
-    pairs.update(dict(item.split("=", 1) for item in extra or []))
-    return compose_train_config([], pairs)
+    return compose_train_config([], parse_args(_run_args(agent, env, seed, steps, run_dir) + (extra or []))[1])
 
 
 def part_step(steps: int = 1500) -> str:
@@ -215,10 +212,9 @@ class _RandomPolicy:
         return np.array([self.action_space.sample() for _ in range(len(obs))]), None
 
 
-def machine() -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, no GPU; python "
-            f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads); "
-            f"load average at start {os.getloadavg()[0]:.1f}")
+def describe_machine() -> str:
+    return (f"{machine()}; python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); load average at start {os.getloadavg()[0]:.1f}")
 
 
 def run(out_path: str, parts: str = ",".join(PARTS)) -> str:
@@ -231,7 +227,7 @@ def run(out_path: str, parts: str = ",".join(PARTS)) -> str:
         "# Stochastic Q-learning benchmark", "",
         "Each part below was measured side by side in one run (`python -m runners.bench stochdqn parts=<part>`; all "
         "parts: `python -m runners.bench stochdqn`), with torch on one thread, on this machine:", "",
-        f"{machine()}.", "",
+        f"{describe_machine()}.", "",
     ]
     titles = {
         "cost": "## Action selection + target computation per step (batch 64), same Q-network",

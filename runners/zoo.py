@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -19,12 +18,8 @@ from pathlib import Path
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
 from agents.common.manifest import ZOO_DIR, directory_files, read_manifest, verify_entry, write_entry
-from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
+from runners.cli import UsageError, check_keys, machine, parse_args, parse_int, run_main
 from runners.evaluate import load_for_eval
-
-
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, no GPU"
 
 
 def cmd_list() -> int:
