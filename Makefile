@@ -7,7 +7,7 @@ export MUJOCO_GL ?= egl
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: venv demo test bench lint zoo clean
+.PHONY: venv demo test bench lint zoo datasets clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,14 @@ lint: venv
 
 zoo: venv
 	$(BIN)/python -m runners.zoo verify
+
+# The offline datasets of DT/RADT (D4RL layout, 1M transitions each), rolled out from the zoo's SAC behaviour
+# policies: identical on every machine for the same seed. Writes datasets/<env>-<quality>.npz.
+DATASET_ENVS := hopper halfcheetah walker2d
+DATASET_QUALITIES := medium medium-replay expert medium-expert
+datasets: venv
+	@for env in $(DATASET_ENVS); do for quality in $(DATASET_QUALITIES); do \
+		$(BIN)/python -m runners.dataset env=$$env quality=$$quality || exit 1; done; done
 
 clean:
 	rm -rf runs .pytest_cache

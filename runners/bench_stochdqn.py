@@ -15,13 +15,7 @@ Measured side by side in one run, on this machine, written to ``results/benchmar
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +26,13 @@ import torch
 from omegaconf import OmegaConf
 from stable_baselines3.common.utils import LinearSchedule
 
-from agents.common.checkpoint import atomic_write_text
 from agents.common.evaluation import evaluate
 from agents.stochdqn.policy import StochQPolicy
 from agents.stochdqn.sampling import SubsetSampler, subset_size
 from envs.factory import make_vec_env
 from runners import compare
-from runners.cli import machine, parse_args
+from runners.benchkit import RandomPolicy, describe_machine, run_parts, timeit, train_all
+from runners.cli import parse_args
 from runners.config import compose_train_config
 from runners.train import Trainer
 
@@ -54,18 +48,6 @@ RETURN_PLAN = {
 LARGE_BUDGET = {"hopper_1m": 30_000, "large_action": 20_000}
 RUNS = Path("runs") / "bench" / "stochdqn"
 PLOTS = Path("results") / "plots"
-
-
-def _timeit(fn: Any, repeats: int, warmup: int = 2) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _policy(n_actions: int, stochastic: bool, obs_dim: int = 17) -> StochQPolicy:
@@ -90,7 +72,7 @@ def part_cost(batch: int = 64) -> str:
                     p.best(p.q_net_target, ns)  # stochmax target over the minibatch
 
             repeats = 20 if stochastic or n <= 4096 else 1
-            timings.append(_timeit(step, repeats, warmup=1 if repeats == 1 else 2) * 1e3)
+            timings.append(timeit(step, repeats, warmup=1 if repeats == 1 else 2) * 1e3)
         target = {4096: ">= 20x", 2**20: ">= 1000x"}.get(n, "")
         rows.append(f"| {n:,} | {timings[0]:.2f} | {timings[1]:.1f} | {timings[1] / timings[0]:,.0f}x | {target} |")
     return "\n".join(rows)
@@ -103,9 +85,9 @@ def part_sampler(batch: int = 32) -> str:
     for n in (512, 4096, 2**16, 2**20):
         k = subset_size(n)
         sampler = SubsetSampler(n, k, rng)
-        numba = _timeit(lambda s=sampler: s.sample(batch), 200) * 1e6
-        generator = _timeit(lambda n=n, k=k: [rng.choice(n, k, replace=False) for _ in range(batch)], 20) * 1e6
-        legacy = _timeit(lambda n=n, k=k: [np.random.choice(n, k, replace=False) for _ in range(batch)], 3, 1) * 1e6
+        numba = timeit(lambda s=sampler: s.sample(batch), 200) * 1e6
+        generator = timeit(lambda n=n, k=k: [rng.choice(n, k, replace=False) for _ in range(batch)], 20) * 1e6
+        legacy = timeit(lambda n=n, k=k: [np.random.choice(n, k, replace=False) for _ in range(batch)], 3, 1) * 1e6
         rows.append(f"| {n:,} | {k} | {numba:.1f} | {generator:.0f} | {legacy:,.0f} | {generator / numba:.0f}x | "
                     f"{legacy / numba:,.0f}x |")
     return "\n".join(rows)
@@ -145,27 +127,13 @@ def _run_args(agent: str, env: str, seed: int, steps: int, run_dir: Path) -> lis
             "progress_bar=false", f"run_dir={run_dir}"]
 
 
-def _train_all(jobs: list[list[str]], workers: int = 2) -> None:
-    """Train runs as separate processes, ``workers`` at a time (one torch thread each), longest first."""
-    pending = [job for job in jobs if not (Path(job[-1].split("=", 1)[1]) / "results.json").is_file()]
-    running: list[subprocess.Popen] = []
-    while pending or running:
-        while pending and len(running) < workers:
-            job = pending.pop(0)
-            shutil.rmtree(job[-1].split("=", 1)[1], ignore_errors=True)  # an unfinished run from an earlier try
-            running.append(subprocess.Popen([sys.executable, "-m", "runners.train", *job],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(1)
-        running = [p for p in running if p.poll() is None]
-
-
 def part_returns() -> str:
     jobs = []
     for env, (steps, agents) in RETURN_PLAN.items():
         for agent, seeds in agents.items():
             name = env.rsplit("_", 1)[0] if agent == "sac" else env  # SAC on the continuous env
             jobs += [_run_args(agent, name, seed, steps, RUNS / env / f"{agent}_s{seed}") for seed in range(seeds)]
-    _train_all(jobs)
+    train_all(jobs)
     sections = []
     for env, (steps, agents) in RETURN_PLAN.items():
         rows = [f"**{env}**, {steps:,} env steps per run, eval: 5 deterministic episodes at the end", "",
@@ -187,42 +155,22 @@ def part_returns() -> str:
 
 
 def part_large() -> str:
-    _train_all([_run_args("stochdqn", env, 0, steps, RUNS / "large" / env) for env, steps in LARGE_BUDGET.items()])
+    train_all([_run_args("stochdqn", env, 0, steps, RUNS / "large" / env) for env, steps in LARGE_BUDGET.items()])
     rows = ["| env | N | env steps | StochDQN final eval return | random policy return | wall time (s) |",
             "|-|-|-|-|-|-|"]
     for env, steps in LARGE_BUDGET.items():
         summary = json.loads((RUNS / "large" / env / "results.json").read_text())
         env_cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "configs" / "env" / f"{env}.yaml"))
         vec_env = make_vec_env(env_cfg, n_envs=1, seed=123, training=False)
-        random_return = evaluate(_RandomPolicy(vec_env.action_space), vec_env, 5, env_cfg).mean
+        random_return = evaluate(RandomPolicy(vec_env.action_space), vec_env, 5, env_cfg).mean
         rows.append(f"| {env} | {vec_env.action_space.n:,} | {steps:,} | {summary['eval']['mean_reward']:.2f} | "
                     f"{random_return:.2f} | {summary['wall_time_s']:.0f} |")
         compare.main([str(RUNS / "large" / env), "tag=eval/mean_reward", f"out={PLOTS / f'stochdqn_{env}.png'}"])
     return "\n".join(rows)
 
 
-class _RandomPolicy:
-    """Uniform random actions through SB3's predict interface (the random-policy reference)."""
-
-    def __init__(self, action_space: gym.spaces.Space) -> None:
-        self.action_space = action_space
-
-    def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
-                deterministic: bool = False) -> tuple[np.ndarray, None]:
-        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
-
-
-def describe_machine() -> str:
-    return (f"{machine()}; python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); load average at start {os.getloadavg()[0]:.1f}")
-
-
 def run(out_path: str, parts: str = ",".join(PARTS)) -> str:
     torch.set_num_threads(1)  # both sides of every ratio on one thread: no oversubscription with other jobs
-    chosen = [p for p in parts.split(",") if p]
-    unknown = sorted(set(chosen) - set(PARTS))
-    if unknown:
-        raise ValueError(f"unknown part '{unknown[0]}'; choose from: {', '.join(PARTS)}")
     header = [
         "# Stochastic Q-learning benchmark", "",
         "Each part below was measured side by side in one run (`python -m runners.bench stochdqn parts=<part>`; all "
@@ -238,26 +186,4 @@ def run(out_path: str, parts: str = ",".join(PARTS)) -> str:
     }
     functions = {"cost": part_cost, "sampler": part_sampler, "step": part_step, "returns": part_returns,
                  "large": part_large}
-    sections = _read_sections(Path(out_path))
-    for part in chosen:
-        start = time.time()
-        table = functions[part]()
-        sections[titles[part]] = (f"Command: `python -m runners.bench stochdqn parts={part}` "
-                                  f"({_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
-                                  f"{time.time() - start:.0f} s)\n\n{table}\n")
-        print(titles[part], table, sep="\n")
-    body = [f"{title}\n\n{sections[title]}" for title in titles.values() if title in sections]
-    text = "\n".join(header + body)
-    atomic_write_text(out_path, text)
-    return text
-
-
-def _read_sections(path: Path) -> dict[str, str]:
-    """The sections (by their '## ' title) of an earlier report, so that one part can be measured again alone."""
-    if not path.is_file():
-        return {}
-    sections: dict[str, str] = {}
-    for chunk in path.read_text().split("\n## ")[1:]:
-        title, _, body = chunk.partition("\n")
-        sections[f"## {title}"] = body.strip("\n") + "\n"
-    return sections
+    return run_parts("stochdqn", out_path, parts, header, titles, functions)

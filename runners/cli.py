@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,14 +28,6 @@ def parse_args(argv: Sequence[str], allow_positional: bool = False) -> tuple[lis
             raise UsageError(f"'{arg}' has no key before '='")
         pairs[key] = value
     return positional, pairs
-
-
-def machine() -> str:
-    """The machine a budget or a timing was measured on, e.g. ``x86_64, 2 CPU cores, Linux, no GPU``."""
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, {gpu}"
 
 
 def parse_bool(key: str, value: str) -> bool:

@@ -2,6 +2,14 @@
 
     python -m runners.evaluate model=<checkpoint dir|zoo:name> [episodes=10] [seed=0] [deterministic=true]
                                [device=auto] [json=true]
+    python -m runners.evaluate model=<dt or radt checkpoint> targets=paper|<r1,r2,...> [episodes=10] [plot=out.png]
+
+Return-conditioned agents (dt, radt) are evaluated at their default target return, or with ``targets=`` by the RADT
+protocol (:mod:`agents.radt.alignment`): ``paper`` = 7 targets evenly spaced between the 5th and 95th percentile of
+the training dataset's episode returns; reported: the return achieved at each target, the mean absolute error
+|achieved - target| and the best return, in normalized-score units where the env has reference returns
+(``python -m runners.dataset env=<env> references=true``); ``plot=`` draws achieved against target; ``out=`` also
+writes the report as JSON.
 
 The env is rebuilt from the config stored in the checkpoint, as an evaluation env (Atari: a life loss does not
 end the episode). Scores: human-normalized for Atari, the Crafter score, success rate where the env reports
@@ -12,16 +20,21 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from agents.common.checkpoint import CheckpointError, read_meta
-from agents.common.evaluation import evaluate
+import numpy as np
+
+from agents.common.checkpoint import CheckpointError, atomic_write_text, read_meta
+from agents.common.evaluation import conditioned_env, evaluate
 from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
+from agents.radt.alignment import AlignmentResult, evaluate_alignment, paper_targets
+from envs.datasets import normalized_score
 from envs.factory import make_vec_env
 from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_int, run_main
 
-KEYS = ("model", "episodes", "seed", "deterministic", "device", "json", "debug")
+KEYS = ("model", "episodes", "seed", "deterministic", "device", "json", "debug", "targets", "plot", "out")
 
 
 def load_for_eval(reference: str, device: str = "auto", seed: int = 0) -> tuple[Any, Any, dict[str, Any]]:
@@ -33,7 +46,8 @@ def load_for_eval(reference: str, device: str = "auto", seed: int = 0) -> tuple[
         raise CheckpointError(f"'{path}' stores no env config; it was not saved by runners.train")
     env_cfg = config["env"]
     env = make_vec_env(env_cfg, n_envs=1, seed=seed, training=False)
-    return load_agent(path, env=env, device=device), env, env_cfg
+    model = load_agent(path, env=env, device=device)
+    return model, conditioned_env(model, env), env_cfg
 
 
 def main(argv: list[str]) -> int:
@@ -46,9 +60,13 @@ def main(argv: list[str]) -> int:
     deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
     as_json = parse_bool("json", pairs.get("json", "false"))
     model, env, env_cfg = load_for_eval(pairs["model"], pairs.get("device", "auto"), seed)
+    if "targets" in pairs or "plot" in pairs:
+        return evaluate_targets(model, env, env_cfg, pairs, episodes, as_json)
     result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)
     env.close()
     report = {"model": pairs["model"], "agent": model.agent_id, "env": env_cfg["id"], **result.as_dict()}
+    if "out" in pairs:
+        atomic_write_text(pairs["out"], json.dumps(report, indent=1))
     if as_json:
         print(json.dumps(report))
     else:
@@ -56,6 +74,82 @@ def main(argv: list[str]) -> int:
         for key, value in result.score.items():
             print(f"  {key}: {value:.4g}")
     return 0
+
+
+def parse_targets(value: str, model: Any) -> list[float]:
+    if value == "paper":
+        if model.dataset_info is None:
+            raise UsageError("targets=paper needs the dataset's return percentiles; this checkpoint has none")
+        return paper_targets(model.dataset_info)
+    try:
+        targets = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        targets = []
+    if not targets:
+        raise UsageError(f"targets={value!r}; expected 'paper' or comma-separated returns such as 1000,2000,3000")
+    return targets
+
+
+def evaluate_targets(
+    model: Any, env: Any, env_cfg: dict[str, Any], pairs: dict[str, str], episodes: int, as_json: bool
+) -> int:
+    """The RADT protocol: achieved return per target return, alignment error and best return."""
+    if not hasattr(model, "wrap_env"):
+        raise UsageError(f"targets= applies to return-conditioned agents (dt, radt); {model.agent_id} is not one")
+    targets = parse_targets(pairs.get("targets", "paper"), model)
+    normalize, unit = reference_normalizer(env_cfg["name"])
+    result = evaluate_alignment(model, env, targets, episodes, env_cfg, normalize)
+    env.close()
+    report = {"model": pairs["model"], "agent": model.agent_id, "env": env_cfg["id"], "unit": unit, **result.as_dict()}
+    if "plot" in pairs:
+        plot_alignment({model.agent_id: result}, pairs["plot"], f"{env_cfg['id']}: achieved vs target ({unit})")
+        report["plot"] = pairs["plot"]
+    if "out" in pairs:
+        atomic_write_text(pairs["out"], json.dumps(report, indent=1))
+    if as_json:
+        print(json.dumps(report))
+        return 0
+    print(f"{model.agent_id} on {env_cfg['id']}, {episodes} episodes per target ({unit}):")
+    rows = zip(targets, result.achieved, report["normalized_targets"], report["normalized_achieved"], strict=True)
+    for t, a, nt, na in rows:
+        print(f"  target {t:9.1f} ({nt:6.1f})  achieved {a:9.1f} ({na:6.1f})")
+    print(f"  mean absolute error {result.mean_absolute_error:.2f}; best return {result.best_normalized_return:.2f}")
+    return 0
+
+
+def reference_normalizer(env_name: str) -> tuple[Any, str]:
+    """``normalized_score`` of the env when its reference returns were measured, else the raw return."""
+    try:
+        normalized_score(env_name, 0.0)
+    except (KeyError, ValueError, FileNotFoundError):
+        return (lambda r: float(r)), "raw return"
+    return (lambda r: normalized_score(env_name, r)), "normalized score"
+
+
+def plot_alignment(results: dict[str, AlignmentResult], path: str | Path, title: str) -> None:
+    """Achieved against target return per model, with the diagonal (perfect alignment)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    lo, hi = float("inf"), float("-inf")
+    for name, result in results.items():
+        x = [result.normalize(t) for t in result.targets]
+        y = [result.normalize(a) for a in result.achieved]
+        err = [np.std([result.normalize(r) for r in rs]) for rs in result.returns]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{name} (MAE {result.mean_absolute_error:.1f})")
+        lo, hi = min(lo, *x, *y), max(hi, *x, *y)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="achieved = target")
+    ax.set_xlabel("target return")
+    ax.set_ylabel("achieved return")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ from stable_baselines3.common.callbacks import CallbackList
 
 from agents.common.callbacks import CheckpointCallback, EvalCallback, latest_checkpoint
 from agents.common.checkpoint import atomic_write_text
+from agents.common.evaluation import conditioned_env
 from agents.common.logger import configure_logger, log_text
 from agents.common.registry import check_compatible, get_spec, make_agent
+from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
 from runners.cli import UsageError, parse_args, run_main
 from runners.config import compose_train_config, config_markdown, resume_config
@@ -49,11 +51,16 @@ class Trainer:
         if resume_from is None:
             hyperparams = OmegaConf.to_container(cfg.agent, resolve=True)
             hyperparams.pop("id")  # type: ignore[union-attr]
+            if spec.learns_from == "offline":  # a quality name becomes the path of the env's generated dataset
+                hyperparams["dataset"] = str(resolve_dataset(hyperparams["dataset"], self.env_cfg["name"]))
             self.model = make_agent(
                 spec.id, self.env, hyperparams, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose  # type: ignore
             )
         else:
             self.model = spec.cls.load(resume_from, env=self.env, device=cfg.device)
+        if spec.learns_from == "offline":
+            self.model.load_dataset()  # checked against the env's spaces before anything is written
+        self.eval_env = conditioned_env(self.model, self.eval_env)
         self.resumed = resume_from is not None
 
     def attach(self, run_dir: Path) -> None:

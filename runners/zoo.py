@@ -17,8 +17,9 @@ from pathlib import Path
 
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
-from agents.common.manifest import ZOO_DIR, directory_files, read_manifest, verify_entry, write_entry
-from runners.cli import UsageError, check_keys, machine, parse_args, parse_int, run_main
+from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, verify_entry, write_entry
+from envs.datasets import REPLAY_DATASET, load_dataset
+from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
 from runners.evaluate import load_for_eval
 
 
@@ -41,9 +42,13 @@ def cmd_verify() -> int:
     failures = 0
     for name, entry in read_manifest().items():
         try:
-            load_checkpoint(verify_entry(entry))
+            directory = verify_entry(entry)
+            if entry["agent"] == "dataset":  # offline data (medium-replay): an .npz read without pickle
+                load_dataset(directory / REPLAY_DATASET)
+            else:
+                load_checkpoint(directory)
             print(f"ok      {name}")
-        except CheckpointError as e:
+        except (CheckpointError, ValueError) as e:
             failures += 1
             print(f"FAILED  {name}: {e}")
     return 1 if failures else 0

@@ -66,6 +66,25 @@ def evaluate(
     return EvalResult(returns, [int(n) for n in lengths], env_score(env_cfg, returns, final_infos))
 
 
+class RandomPolicy:
+    """Uniform random actions through SB3's predict interface (the random-policy reference of benchmarks and
+    normalized scores)."""
+
+    def __init__(self, action_space: Any) -> None:
+        self.action_space = action_space
+
+    def predict(
+        self, obs: np.ndarray, state: Any = None, episode_start: Any = None, deterministic: bool = False
+    ) -> tuple[np.ndarray, None]:
+        return np.array([self.action_space.sample() for _ in range(len(obs))]), None
+
+
+def conditioned_env(model: Any, env: VecEnv) -> VecEnv:
+    """``env`` as the agent acts in it: return-conditioned agents (DT, RADT) wrap it with their target return."""
+    wrap = getattr(model, "wrap_env", None)
+    return wrap(env) if callable(wrap) else env
+
+
 def primary_score(score: dict[str, float]) -> tuple[str, float] | None:
     """The one number that stands for the env's own score (logged as ``eval/score``)."""
     for key in ("human_normalized_score", "crafter_score", "success_rate"):

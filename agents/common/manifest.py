@@ -9,6 +9,8 @@ which refuses a name not in the manifest, a path that leaves ``results/zoo/``, a
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,14 @@ from agents.common.checkpoint import CheckpointError, atomic_write_text, sha256_
 ZOO_DIR = Path(__file__).resolve().parents[2] / "results" / "zoo"
 MANIFEST_NAME = "manifest.json"
 ENTRY_KEYS = {"name", "path", "files", "agent", "env", "budget", "score", "date", "size_bytes", "command"}
+
+
+def machine() -> str:
+    """The machine a budget or a timing was measured on, e.g. ``x86_64, 2 CPU cores, Linux, no GPU``."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}, {gpu}"
 
 
 def manifest_path(zoo_dir: Path = ZOO_DIR) -> Path:

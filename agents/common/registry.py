@@ -70,6 +70,10 @@ REGISTRY: dict[str, AgentSpec] = {
                 ("fullddqn", "FullDDQN", "Double DQN with the full max on StochDQN's Q-network (baseline)"),
             )
         ),
+        AgentSpec("dt", "agents.radt.agent:DT", ("Box",), "offline", "Chen et al. 2021, Decision Transformer",
+                  observation_spaces=("Box",)),
+        AgentSpec("radt", "agents.radt.agent:RADT", ("Box",), "offline",
+                  "Tanaka et al. 2024, Return-Aligned Decision Transformer", observation_spaces=("Box",)),
         AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
                   "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )

@@ -1,0 +1,326 @@
+"""Benchmark of the return-conditioned transformers: ``python -m runners.bench radt [parts=...] [seeds=3] ...``.
+
+Parts, each measured side by side in one run on this machine and written to ``results/benchmarks/radt.md``:
+
+- speed: parameters, train-step time (batch 64, K = 20, Hopper's 11-d states and 3-d actions) and acting latency of
+  DT and RADT at the paper's configuration, fp32 and bf16 autocast, beside the authors' code measured on this
+  machine kind (../shared/reference/OFFICIAL_TIMINGS.md); KV-cache bytes over a full context with and without
+  cross-layer attention (``cla_factor=2``).
+- alignment: DT, RADT, RADT without SeqRA and RADT without StepRA trained on Hopper / HalfCheetah / Walker2d x
+  medium / medium-replay with the same hyperparameters and gradient steps, then evaluated by the paper's protocol
+  (7 targets between the 5th and 95th percentile of the dataset's returns): mean absolute error in normalized-score
+  units and the best normalized return, per dataset, over seeds; plots of achieved against target return.
+- cla: DT and RADT with and without ``cla_factor=2`` on hopper-medium: KV-cache bytes and alignment error.
+- norm: RADT and DT with ``norm=layernorm|layernorm_nobias|rmsnorm`` on hopper-medium: final loss, loss spikes,
+  alignment error over seeds.
+
+Training runs are separate ``runners.train`` processes (two at a time, one torch thread each) under
+``runs/bench/radt``; a run whose directory already holds its results is reused, so an interrupted benchmark
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.common.transformer import KVCache, count_parameters
+from agents.radt.models import DecisionTransformer, ReturnAlignedDT
+from envs.datasets import dataset_path
+from runners.benchkit import describe_machine, run_parts, run_processes, timeit, train_all
+from runners.cli import parse_int
+
+RUNS = Path("runs") / "bench" / "radt"
+PLOTS = Path("results") / "plots"
+PARTS = ("speed", "alignment", "cla", "norm")
+# ../shared/reference/OFFICIAL_TIMINGS.md, section 3 (hopper, batch 64, K = 20)
+OFFICIAL = {"radt": (1_205_763, 177.3, 4.2), "dt": (726_147, 142.5, None)}
+MODELS = {  # name -> (agent, extra overrides)
+    "dt": ("dt", []),
+    "radt": ("radt", []),
+    "radt_no_seqra": ("radt", ["agent.seqra=false"]),
+    "radt_no_stepra": ("radt", ["agent.stepra=false"]),
+}
+DATASETS = [(env, q) for env in ("hopper", "halfcheetah", "walker2d") for q in ("medium", "medium-replay")]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# speed
+# ----------------------------------------------------------------------------------------------------------------
+def _train_step_ms(model: torch.nn.Module, precision: str, batch: int = 64, k: int = 20) -> float:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(0)
+    states, actions = torch.randn(batch, k, 11, generator=g), torch.rand(batch, k, 3, generator=g) * 2 - 1
+    rtg, timesteps = torch.randn(batch, k, 1, generator=g), torch.randint(0, 1000, (batch, k), generator=g)
+    valid = torch.ones(batch, k, dtype=torch.bool)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            predicted = model(states, actions, rtg, timesteps, valid)
+        loss = ((predicted.float() - actions) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        optimizer.step()
+
+    return timeit(step, repeats=10, warmup=3) * 1000
+
+
+def _act_ms(model: torch.nn.Module, k: int = 20) -> float:
+    """One action from a full window of ``k`` steps (the evaluation path), no grad."""
+    model.eval()
+    states, actions, rtg = torch.randn(1, k, 11), torch.zeros(1, k, 3), torch.randn(1, k, 1)
+    timesteps = torch.arange(k)[None]
+    with torch.no_grad():
+        return timeit(lambda: model(states, actions, rtg, timesteps), repeats=50, warmup=5) * 1000
+
+
+def _cache_bytes(model: Any, k: int = 20) -> tuple[int, int]:
+    """(cached K/V tensors, bytes) after generating ``k`` steps with the KV cache."""
+    model.eval()
+    cache = KVCache()
+    states, actions, rtg = torch.randn(1, k, 11), torch.zeros(1, k, 3), torch.randn(1, k, 1)
+    timesteps = torch.arange(k)[None]
+    with torch.no_grad():
+        for i in range(k):
+            prev = (actions[:, i - 1], rtg[:, i - 1], timesteps[:, i - 1]) if i else None
+            model.step(cache, i, states[:, i], rtg[:, i], timesteps[:, i], prev)
+    return cache.num_tensors, cache.nbytes
+
+
+def part_speed() -> str:
+    rows = [
+        f"torch threads: {torch.get_num_threads()}. Train step = forward + MSE + backward + clip 0.25 + AdamW, "
+        "batch 64, K = 20, median of 10 after 3 warm-ups; act = one forward pass over a full window, median of 50.",
+        "",
+        "| model | parameters | official parameters | train step fp32 (ms) | train step bf16 autocast (ms) | "
+        "official train step (ms) | official / ours (best) | act (ms) | official act (ms) |",
+        "|-|-|-|-|-|-|-|-|-|",
+    ]
+    for name, cls in (("dt", DecisionTransformer), ("radt", ReturnAlignedDT)):
+        torch.manual_seed(0)
+        model = cls(11, 3, embed_dim=128, n_layer=3, n_head=1, context=20)
+        fp32, bf16 = _train_step_ms(model, "fp32"), _train_step_ms(model, "bf16")
+        params, official_ms, official_act = OFFICIAL[name]
+        act = _act_ms(model)
+        rows.append(
+            f"| {name} | {count_parameters(model):,} | {params:,} | {fp32:.1f} | {bf16:.1f} | {official_ms} | "
+            f"{official_ms / min(fp32, bf16):.2f}x | {act:.2f} | {official_act or '-'} |"
+        )
+    rows += [
+        "",
+        "KV cache over a full context of 20 steps (batch 1, fp32), 4 layers so that CLA pairs every layer:",
+        "",
+        "| model | cla_factor | cached K/V tensors | cache bytes |",
+        "|-|-|-|-|",
+    ]
+    for name, cls in (("dt", DecisionTransformer), ("radt", ReturnAlignedDT)):
+        for factor in (1, 2):
+            tensors, nbytes = _cache_bytes(cls(11, 3, embed_dim=128, n_layer=4, n_head=1, cla_factor=factor))
+            rows.append(f"| {name} | {factor} | {tensors} | {nbytes:,} |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training runs and their alignment evaluation
+# ----------------------------------------------------------------------------------------------------------------
+class Plan:
+    """The budget of the training runs (command-line options of the benchmark)."""
+
+    def __init__(self, seeds: int, steps: int, embed: int, episodes: int, datasets: list[tuple[str, str]],
+                 workers: int) -> None:
+        self.seeds, self.steps, self.embed, self.episodes = seeds, steps, embed, episodes
+        self.datasets, self.workers = datasets, workers
+
+    def args(self, model: str, env: str, quality: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
+        agent, overrides = MODELS[model]
+        return [
+            f"agent={agent}", f"env={env}", f"agent.dataset={quality}", f"seed={seed}", "preset=cpu",
+            f"total_timesteps={self.steps}", f"agent.warmup_steps={max(self.steps // 10, 1)}",
+            f"agent.embed_dim={self.embed}", f"save_freq={self.steps}", "eval_freq=0", "eval_episodes=1",
+            "torch_threads=1", "progress_bar=false", *overrides, *extra, f"run_dir={run_dir}",
+        ]
+
+    def describe(self) -> str:
+        return (
+            f"Budget per run: {self.steps:,} gradient steps (batch 64, K = 20, embed {self.embed}, 3 layers, 1 head, "
+            f"dropout 0.1, AdamW 1e-4 with {max(self.steps // 10, 1):,} warm-up steps, clip 0.25, bf16 autocast), "
+            f"{self.seeds} seed(s); evaluation: 7 targets x {self.episodes} episodes. Datasets: 1M transitions "
+            "generated here (`make datasets`)."
+        )
+
+
+def _evaluate_runs(runs: list[Path], episodes: int, workers: int) -> None:
+    """The paper's protocol on every finished run (``alignment.json`` beside it), two processes at a time."""
+    jobs = [
+        ([f"model={run / 'final'}", "targets=paper", f"episodes={episodes}", f"out={run / 'alignment.json'}"],
+         run / "alignment.json")
+        for run in runs
+        if (run / "results.json").is_file()
+    ]
+    run_processes(jobs, "runners.evaluate", workers)
+
+
+def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple, dict[str, Any]]:
+    train_all(list(runs.values()), plan.workers)
+    paths = {key: Path(job[-1].split("=", 1)[1]) for key, job in runs.items()}
+    _evaluate_runs(list(paths.values()), plan.episodes, plan.workers)
+    out = {}
+    for key, path in paths.items():
+        if (path / "alignment.json").is_file():
+            out[key] = json.loads((path / "alignment.json").read_text())
+            out[key]["train"] = json.loads((path / "results.json").read_text())
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} +- {np.std(values):.1f}" if values else "-"
+
+
+def part_alignment(plan: Plan) -> str:
+    datasets = [(env, q) for env, q in plan.datasets if dataset_path(env, q).is_file()]
+    missing = [f"{env}-{q}" for env, q in DATASETS if (env, q) not in datasets]
+    runs = {
+        (model, env, q, seed): plan.args(
+            model, env, q, seed, RUNS / "alignment" / f"{env}-{q}" / f"{model}_s{seed}", []
+        )
+        for env, q in datasets
+        for model in MODELS
+        for seed in range(plan.seeds)
+    }
+    results = _train_and_evaluate(plan, runs)
+    rows = [
+        plan.describe(),
+        "",
+        "Mean absolute error |achieved - target| in normalized-score units (lower is better), mean +- std over "
+        "seeds; in brackets the best normalized return.",
+        "",
+        "| dataset | " + " | ".join(MODELS) + " | RADT below DT |",
+        "|-|" + "-|" * len(MODELS) + "-|",
+    ]
+    wins = 0
+    for env, q in datasets:
+        cells, errors = [], {}
+        for model in MODELS:
+            found = [results[(model, env, q, s)] for s in range(plan.seeds) if (model, env, q, s) in results]
+            errors[model] = [r["mean_absolute_error"] for r in found]
+            best = [r["best_normalized_return"] for r in found]
+            cells.append(f"{_mean_std(errors[model])} [{_mean_std(best)}] ({len(found)} seeds)")
+        better = bool(errors["dt"]) and bool(errors["radt"]) and np.mean(errors["radt"]) < np.mean(errors["dt"])
+        wins += better
+        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {'yes' if better else 'no'} |")
+        _plot(env, q, {m: results.get((m, env, q, 0)) for m in MODELS})
+    rows += ["", f"RADT's error is below DT's on {wins} of {len(datasets)} datasets."]
+    if missing:
+        rows.append(f"Not measured (dataset not generated here yet): {', '.join(missing)}.")
+    rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")
+    rows.append("Achieved returns per target: `runs/bench/radt/alignment/<dataset>/<model>_s<seed>/alignment.json`.")
+    return "\n".join(rows)
+
+
+def _plot(env: str, quality: str, results: dict[str, dict[str, Any] | None]) -> None:
+    from agents.radt.alignment import AlignmentResult
+    from runners.evaluate import plot_alignment
+
+    curves = {}
+    for model, r in results.items():
+        if r is not None:
+            # the normalized values are stored; plot them as they are
+            curves[model] = AlignmentResult(r["normalized_targets"], [[a] for a in r["normalized_achieved"]])
+    if curves:
+        title = f"{env}-{quality}: achieved vs target (normalized score, seed 0)"
+        plot_alignment(curves, PLOTS / f"radt_alignment_{env}-{quality}.png", title)
+
+
+def part_cla(plan: Plan) -> str:
+    runs = {
+        (model, factor, seed): plan.args(model, "hopper", "medium", seed,
+                                         RUNS / "cla" / f"{model}_cla{factor}_s{seed}",
+                                         [f"agent.cla_factor={factor}", "agent.n_layer=4"])
+        for model in ("dt", "radt")
+        for factor in (1, 2)
+        for seed in range(plan.seeds)
+    }
+    results = _train_and_evaluate(plan, runs)
+    rows = [
+        plan.describe() + " Here with 4 layers, so that CLA pairs every layer.",
+        "",
+        "| model | cla_factor | cached K/V tensors (20 steps) | cache bytes | alignment error (hopper-medium) | "
+        "best normalized return |",
+        "|-|-|-|-|-|-|",
+    ]
+    for model in ("dt", "radt"):
+        cls = DecisionTransformer if model == "dt" else ReturnAlignedDT
+        for factor in (1, 2):
+            tensors, nbytes = _cache_bytes(cls(11, 3, embed_dim=plan.embed, n_layer=4, n_head=1, cla_factor=factor))
+            found = [results[(model, factor, s)] for s in range(plan.seeds) if (model, factor, s) in results]
+            rows.append(
+                f"| {model} | {factor} | {tensors} | {nbytes:,} | "
+                f"{_mean_std([r['mean_absolute_error'] for r in found])} | "
+                f"{_mean_std([r['best_normalized_return'] for r in found])} |"
+            )
+    return "\n".join(rows)
+
+
+def part_norm(plan: Plan) -> str:
+    norms = ("layernorm", "layernorm_nobias", "rmsnorm")
+    runs = {
+        (model, norm, seed): plan.args(model, "hopper", "medium", seed, RUNS / "norm" / f"{model}_{norm}_s{seed}",
+                                       [f"agent.norm={norm}"])
+        for model in ("dt", "radt")
+        for norm in norms
+        for seed in range(plan.seeds)
+    }
+    results = _train_and_evaluate(plan, runs)
+    rows = [
+        plan.describe(),
+        "",
+        "| model | norm | alignment error (hopper-medium) | best normalized return | seeds |",
+        "|-|-|-|-|-|",
+    ]
+    for model in ("dt", "radt"):
+        for norm in norms:
+            found = [results[(model, norm, s)] for s in range(plan.seeds) if (model, norm, s) in results]
+            rows.append(
+                f"| {model} | {norm} | {_mean_std([r['mean_absolute_error'] for r in found])} | "
+                f"{_mean_std([r['best_normalized_return'] for r in found])} | {len(found)} |"
+            )
+    return "\n".join(rows)
+
+
+def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: str = "3000", embed: str = "64",
+        episodes: str = "5", datasets: str = "all", workers: str = "2") -> str:
+    """``datasets``: ``all`` or comma-separated ``<env>-<quality>`` names, e.g. ``hopper-medium,halfcheetah-medium``."""
+    names = {f"{env}-{q}": (env, q) for env, q in DATASETS}
+    chosen = list(names) if datasets == "all" else [d for d in datasets.split(",") if d]
+    if unknown := [d for d in chosen if d not in names]:
+        raise ValueError(f"unknown dataset '{unknown[0]}'; choose from: {', '.join(names)}, all")
+    plan = Plan(parse_int("seeds", seeds, 1), parse_int("steps", steps, 1), parse_int("embed", embed, 1),
+                parse_int("episodes", episodes, 1), [names[d] for d in chosen], parse_int("workers", workers, 1))
+    header = [
+        "# Decision Transformer and RADT benchmark",
+        "",
+        "Each part below was measured side by side in one run (`python -m runners.bench radt parts=<part>`), on this "
+        "machine:",
+        "",
+        f"{describe_machine()}.",
+        "",
+    ]
+    titles = {
+        "speed": "## Parameters, train step and acting speed at the paper configuration, beside the authors' code",
+        "alignment": "## Alignment error: DT vs RADT and its ablations",
+        "cla": "## Cross-layer attention: KV cache and alignment",
+        "norm": "## Norm choice: layernorm, layernorm without bias, RMSNorm",
+    }
+    functions = {
+        "speed": part_speed,
+        "alignment": lambda: part_alignment(plan),
+        "cla": lambda: part_cla(plan),
+        "norm": lambda: part_norm(plan),
+    }
+    return run_parts("radt", out_path, parts, header, titles, functions)
