@@ -32,7 +32,7 @@ from agents.common.transformer import KVCache, count_parameters
 from agents.radt.models import DecisionTransformer, ReturnAlignedDT
 from envs.datasets import dataset_path
 from runners.benchkit import describe_machine, run_parts, run_processes, timeit, train_all
-from runners.cli import parse_int
+from runners.cli import parse_bool, parse_int
 
 RUNS = Path("runs") / "bench" / "radt"
 PLOTS = Path("results") / "plots"
@@ -133,9 +133,9 @@ class Plan:
     """The budget of the training runs (command-line options of the benchmark)."""
 
     def __init__(self, seeds: int, steps: int, embed: int, episodes: int, datasets: list[tuple[str, str]],
-                 workers: int) -> None:
+                 workers: int, train: bool = True) -> None:
         self.seeds, self.steps, self.embed, self.episodes = seeds, steps, embed, episodes
-        self.datasets, self.workers = datasets, workers
+        self.datasets, self.workers, self.train = datasets, workers, train
 
     def args(self, model: str, env: str, quality: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
         agent, overrides = MODELS[model]
@@ -167,9 +167,10 @@ def _evaluate_runs(runs: list[Path], episodes: int, workers: int) -> None:
 
 
 def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple, dict[str, Any]]:
-    train_all(list(runs.values()), plan.workers)
     paths = {key: Path(job[-1].split("=", 1)[1]) for key, job in runs.items()}
-    _evaluate_runs(list(paths.values()), plan.episodes, plan.workers)
+    if plan.train:  # train=false: report the runs that are complete, start nothing
+        train_all(list(runs.values()), plan.workers)
+        _evaluate_runs(list(paths.values()), plan.episodes, plan.workers)
     out = {}
     for key, path in paths.items():
         if (path / "alignment.json").is_file():
@@ -184,7 +185,9 @@ def _mean_std(values: list[float]) -> str:
 
 def part_alignment(plan: Plan) -> str:
     datasets = [(env, q) for env, q in plan.datasets if dataset_path(env, q).is_file()]
-    missing = [f"{env}-{q}" for env, q in DATASETS if (env, q) not in datasets]
+    if not plan.train:
+        datasets = [(env, q) for env, q in datasets if (RUNS / "alignment" / f"{env}-{q}").is_dir()]
+    missing = [f"{env}-{q}" for env, q in DATASETS if (env, q) not in datasets]  # not chosen or not generated
     runs = {
         (model, env, q, seed): plan.args(
             model, env, q, seed, RUNS / "alignment" / f"{env}-{q}" / f"{model}_s{seed}", []
@@ -217,7 +220,7 @@ def part_alignment(plan: Plan) -> str:
         _plot(env, q, {m: results.get((m, env, q, 0)) for m in MODELS})
     rows += ["", f"RADT's error is below DT's on {wins} of {len(datasets)} datasets."]
     if missing:
-        rows.append(f"Not measured (dataset not generated here yet): {', '.join(missing)}.")
+        rows.append(f"Not measured yet (not generated here, or not among `datasets=`): {', '.join(missing)}.")
     rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")
     rows.append("Achieved returns per target: `runs/bench/radt/alignment/<dataset>/<model>_s<seed>/alignment.json`.")
     return "\n".join(rows)
@@ -294,14 +297,15 @@ def part_norm(plan: Plan) -> str:
 
 
 def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: str = "3000", embed: str = "64",
-        episodes: str = "5", datasets: str = "all", workers: str = "2") -> str:
+        episodes: str = "5", datasets: str = "all", workers: str = "2", train: str = "true") -> str:
     """``datasets``: ``all`` or comma-separated ``<env>-<quality>`` names, e.g. ``hopper-medium,halfcheetah-medium``."""
     names = {f"{env}-{q}": (env, q) for env, q in DATASETS}
     chosen = list(names) if datasets == "all" else [d for d in datasets.split(",") if d]
     if unknown := [d for d in chosen if d not in names]:
         raise ValueError(f"unknown dataset '{unknown[0]}'; choose from: {', '.join(names)}, all")
     plan = Plan(parse_int("seeds", seeds, 1), parse_int("steps", steps, 1), parse_int("embed", embed, 1),
-                parse_int("episodes", episodes, 1), [names[d] for d in chosen], parse_int("workers", workers, 1))
+                parse_int("episodes", episodes, 1), [names[d] for d in chosen], parse_int("workers", workers, 1),
+                parse_bool("train", train))
     header = [
         "# Decision Transformer and RADT benchmark",
         "",

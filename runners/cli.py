@@ -49,6 +49,16 @@ def parse_int(key: str, value: str, minimum: int | None = None) -> int:
     return number
 
 
+def parse_float(key: str, value: str) -> float:
+    try:
+        result = float(value)
+    except ValueError:
+        raise UsageError(f"{key}={value!r}; expected a number") from None
+    if result != result or result in (float("inf"), float("-inf")):
+        raise UsageError(f"{key}={value!r}; expected a finite number")
+    return result
+
+
 def check_keys(pairs: dict[str, str], allowed: Sequence[str], runner: str) -> None:
     unknown = sorted(set(pairs) - set(allowed))
     if unknown:

@@ -1,7 +1,7 @@
 """Watch an agent: roll it out and record a video.
 
     python -m runners.enjoy model=<checkpoint dir|zoo:name> [video=videos/<name>.mp4] [episodes=1]
-                            [max_steps=5000] [seed=0] [deterministic=true] [fps=30]
+                            [max_steps=5000] [seed=0] [deterministic=true] [fps=30] [target=<return, dt/radt>]
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import imageio.v2 as imageio
 import numpy as np
 
 from agents.common.checkpoint import CheckpointError, read_meta
+from agents.common.evaluation import conditioned_env
 from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
 from envs.factory import make_vec_env
-from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_int, run_main
+from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_float, parse_int, run_main
 
-KEYS = ("model", "video", "episodes", "max_steps", "seed", "deterministic", "fps", "device", "debug")
+KEYS = ("model", "video", "episodes", "max_steps", "seed", "deterministic", "fps", "device", "debug", "target")
 
 
 def record(model: object, env: object, episodes: int, max_steps: int, deterministic: bool) -> tuple[list, list]:
@@ -60,6 +61,12 @@ def main(argv: list[str]) -> int:
         raise CheckpointError(f"'{path}' stores no env config; it was not saved by runners.train")
     env = make_vec_env(config["env"], n_envs=1, seed=seed, training=False, render_mode="rgb_array")
     model = load_agent(path, env=env, device=pairs.get("device", "auto"))
+    if "target" in pairs:
+        if not hasattr(model, "wrap_env"):
+            raise UsageError(f"target= applies to return-conditioned agents (dt, radt); {model.agent_id} is not one")
+        env = model.wrap_env(env, target_return=parse_float("target", pairs["target"]))
+    else:
+        env = conditioned_env(model, env)  # dt/radt: conditioned on their default target return
     frames, returns = record(model, env, episodes, max_steps, deterministic)
     env.close()
     video.parent.mkdir(parents=True, exist_ok=True)

@@ -148,9 +148,10 @@ def main(argv: list[str]) -> int:
     except ValueError as e:  # a failure inside training is a bug or a fault, not bad input: keep the traceback
         raise RuntimeError(f"training failed: {e}") from e
     result = summary["eval"]
+    steps = "gradient steps" if get_spec(cfg.agent.id).learns_from == "offline" else "env steps"
     score = f", score {result['score']}" if result["score"] else ""
     print(
-        f"{cfg.agent.id} on {summary['env']}: {summary['num_timesteps']} env steps in {summary['wall_time_s']} s; "
+        f"{cfg.agent.id} on {summary['env']}: {summary['num_timesteps']} {steps} in {summary['wall_time_s']} s; "
         f"eval {result['mean_reward']:.2f} +- {result['std_reward']:.2f} over {result['episodes']} episodes{score}\n"
         f"run directory: {run_dir}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}"
     )

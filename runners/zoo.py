@@ -2,7 +2,7 @@
 
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
-    python -m runners.zoo add name=<name> run=<run dir> [episodes=20]
+    python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5]
                                                  copy <run>/final into results/zoo/<name>, evaluate it, record it
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
 from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, verify_entry, write_entry
+from agents.radt.alignment import evaluate_alignment, paper_targets
 from envs.datasets import REPLAY_DATASET, load_dataset
 from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
-from runners.evaluate import load_for_eval
+from runners.evaluate import load_for_eval, reference_normalizer
 
 
 def cmd_list() -> int:
@@ -31,9 +32,10 @@ def cmd_list() -> int:
     print("| name | agent | env | score (mean +- std, episodes) | budget | size |\n|-|-|-|-|-|-|")
     for name, e in entries.items():
         s, b = e["score"], e["budget"]
+        steps = f"{b['gradient_steps']} gradient steps" if "gradient_steps" in b else f"{b['env_steps']} env steps"
         print(
             f"| {name} | {e['agent']} | {e['env']} | {s['mean']:.1f} +- {s['std']:.1f} ({s['episodes']} ep) | "
-            f"{b['env_steps']} env steps, {b['wall_time_s']:.0f} s, {b['machine']} | {e['size_bytes'] / 1e6:.2f} MB |"
+            f"{steps}, {b['wall_time_s']:.0f} s, {b['machine']} | {e['size_bytes'] / 1e6:.2f} MB |"
         )
     return 0
 
@@ -55,13 +57,14 @@ def cmd_verify() -> int:
 
 
 def cmd_add(pairs: dict[str, str]) -> int:
-    check_keys(pairs, ("name", "run", "episodes", "debug"), "runners.zoo add")
+    check_keys(pairs, ("name", "run", "episodes", "alignment_episodes", "debug"), "runners.zoo add")
     if "name" not in pairs or "run" not in pairs:
         raise UsageError("zoo add needs name=<name> and run=<run dir>")
     name, run = pairs["name"], Path(pairs["run"])
     if not name.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"name={name!r}: use letters, digits, '-' and '_' only")
     episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
+    alignment_episodes = parse_int("alignment_episodes", pairs.get("alignment_episodes", "5"), minimum=1)
     summary = json.loads((run / "results.json").read_text())
     destination = ZOO_DIR / name
     load_checkpoint(run / "final")  # refuse a broken source before copying anything
@@ -73,20 +76,32 @@ def cmd_add(pairs: dict[str, str]) -> int:
     os.replace(staging, destination)
     model, env, env_cfg = load_for_eval(str(destination), "cpu", seed=1000)
     result = evaluate(model, env, episodes, env_cfg)
+    score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": True, **result.score}
+    if hasattr(model, "wrap_env") and model.dataset_info is not None:  # dt, radt: the paper's alignment protocol
+        normalize, unit = reference_normalizer(env_cfg["name"])
+        targets = paper_targets(model.dataset_info)
+        alignment = evaluate_alignment(model, env, targets, alignment_episodes, env_cfg, normalize).as_dict()
+        score["target_return"] = model.default_target_return()
+        score["alignment"] = {"unit": unit, **alignment}
+    env.close()
     files = directory_files(destination)
     config = model.zoo_config or {}
+    offline = "dataset" in config.get("agent", {})
+    steps_key = "gradient_steps" if offline else "env_steps"  # an offline agent never steps an env in training
+    budget = {steps_key: int(model.num_timesteps), "wall_time_s": summary["wall_time_s"], "machine": machine()}
+    dataset = f" agent.dataset={config['agent']['dataset']}" if offline else ""
     entry = {
         "name": name,
         "path": name,
         "files": files,
         "agent": model.agent_id,
         "env": env_cfg["id"],
-        "budget": {"env_steps": int(model.num_timesteps), "wall_time_s": summary["wall_time_s"], "machine": machine()},
-        "score": {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": True, **result.score},
+        "budget": budget,
+        "score": score,
         "date": _dt.date.today().isoformat(),
         "size_bytes": sum((destination / f).stat().st_size for f in files),
         "command": f"python -m runners.train agent={config.get('agent', {}).get('id')} env={env_cfg['name']} "
-        f"seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}",
+        f"seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}{dataset}",
     }
     write_entry(entry)
     print(f"added {name}: {result.mean:.2f} +- {result.std:.2f} over {episodes} episodes, {entry['size_bytes']} bytes")

@@ -357,3 +357,15 @@ def test_resume_matches_uninterrupted_run(agent: str, scripted_dataset: str, tmp
     for name, tensor in a.items():
         if name.startswith("policy."):
             torch.testing.assert_close(tensor, b[name], msg=name)
+
+
+def test_enjoy_records_a_return_conditioned_agent(scripted_dataset: str, tmp_path) -> None:
+    from runners.enjoy import main as enjoy_main
+    from runners.train import main as train_main
+
+    run = tmp_path / "dt"
+    assert train_main(["agent=dt", "env=hopper", "preset=tiny", f"agent.dataset={scripted_dataset}",
+                       "progress_bar=false", "torch_threads=1", "total_timesteps=50", f"run_dir={run}"]) == 0
+    video = tmp_path / "dt.gif"
+    assert enjoy_main([f"model={run / 'final'}", f"video={video}", "max_steps=20", "target=8"]) == 0
+    assert video.stat().st_size > 0
