@@ -206,7 +206,7 @@ def part_alignment(plan: Plan) -> str:
         "| dataset | " + " | ".join(MODELS) + " | RADT below DT |",
         "|-|" + "-|" * len(MODELS) + "-|",
     ]
-    wins = 0
+    wins = compared = 0
     for env, q in datasets:
         cells, errors = [], {}
         for model in MODELS:
@@ -214,11 +214,13 @@ def part_alignment(plan: Plan) -> str:
             errors[model] = [r["mean_absolute_error"] for r in found]
             best = [r["best_normalized_return"] for r in found]
             cells.append(f"{_mean_std(errors[model])} [{_mean_std(best)}] ({len(found)} seeds)")
-        better = bool(errors["dt"]) and bool(errors["radt"]) and np.mean(errors["radt"]) < np.mean(errors["dt"])
-        wins += better
-        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {'yes' if better else 'no'} |")
+        both = bool(errors["dt"]) and bool(errors["radt"])
+        better = both and np.mean(errors["radt"]) < np.mean(errors["dt"])
+        wins, compared = wins + better, compared + both
+        verdict = ("yes" if better else "no") if both else "not measured"
+        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {verdict} |")
         _plot(env, q, {m: results.get((m, env, q, 0)) for m in MODELS})
-    rows += ["", f"RADT's error is below DT's on {wins} of {len(datasets)} datasets."]
+    rows += ["", f"RADT's error is below DT's on {wins} of the {compared} datasets where both were measured."]
     if missing:
         rows.append(f"Not measured yet (not generated here, or not among `datasets=`): {', '.join(missing)}.")
     rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")

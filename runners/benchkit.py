@@ -44,13 +44,15 @@ def run_processes(jobs: list[tuple[list[str], Path]], module: str, workers: int 
     """Run ``python -m <module> <args>`` for every ``(args, done_file)``, ``workers`` at a time, in the given order,
     skipping those whose ``done_file`` exists, so that an interrupted benchmark continues where it stopped."""
     pending = [args for args, done in jobs if not done.is_file()]
+    # one thread per process: torch's default (one per core) oversubscribes the cores when workers share them
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     running: list[subprocess.Popen] = []
     while pending or running:
         while pending and len(running) < workers:
             running.append(
                 subprocess.Popen(
                     [sys.executable, "-m", module, *pending.pop(0)], stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, env=env,
                 )
             )
         time.sleep(1)
