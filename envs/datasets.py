@@ -178,7 +178,7 @@ def rollout_dataset(
     return data
 
 
-def _load_behaviour(name: str, zoo_dir: Path) -> tuple[Any, str]:
+def _load_behaviour(name: str, zoo_dir: Path) -> Any:
     from agents.common.registry import load_agent
 
     entries = read_manifest(zoo_dir)
@@ -188,8 +188,7 @@ def _load_behaviour(name: str, zoo_dir: Path) -> tuple[Any, str]:
             f"`python -m runners.dataset env=<env> behaviour=runs/behaviour/sac-<env>`"
         )
     path = resolve_model(f"zoo:{name}", zoo_dir)
-    digest = json.dumps(entries[name]["files"], sort_keys=True)
-    return load_agent(path, device="cpu"), digest
+    return load_agent(path, device="cpu")
 
 
 def generate_dataset(
@@ -211,7 +210,7 @@ def generate_dataset(
     else:
         for q in ("medium", "expert") if quality == "medium-expert" else (quality,):
             name = behaviour_name(env_name, q)
-            model, _ = _load_behaviour(name, zoo_dir)
+            model = _load_behaviour(name, zoo_dir)
             parts.append(rollout_dataset(model, env_cfg, size, seed, progress))
             sources[name] = read_manifest(zoo_dir)[name]["files"]
     data = concatenate(parts)
@@ -360,7 +359,7 @@ def measure_reference_returns(env_name: str, episodes: int = 100, seed: int = 0,
     env = make_vec_env(env_cfg, n_envs=1, seed=seed, training=False)
     env.action_space.seed(seed)
     random_result = evaluate(RandomPolicy(env.action_space), env, episodes, env_cfg)
-    model, _ = _load_behaviour(behaviour_name(env_name, "expert"), zoo_dir)
+    model = _load_behaviour(behaviour_name(env_name, "expert"), zoo_dir)
     expert_result = evaluate(model, env, episodes, env_cfg)
     env.close()
     return {
