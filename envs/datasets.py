@@ -34,6 +34,7 @@ from gymnasium import spaces
 from agents.common.buffers import atomic_savez, read_npz
 from agents.common.checkpoint import atomic_write_text
 from agents.common.episode_buffer import EpisodeBuffer
+from agents.common.episode_io import check_episode_starts
 from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, resolve_model, write_entry
 
 ENVS = ("hopper", "halfcheetah", "walker2d")
@@ -102,10 +103,7 @@ def load_dataset(
             raise ValueError(f"dataset '{path}': '{key}' has dtype {arr.dtype}; expected {np.dtype(dtype)}")
         if key != "episode_starts" and len(arr) != n:
             raise ValueError(f"dataset '{path}': '{key}' has {len(arr)} rows; 'rewards' has {n}")
-    starts = data["episode_starts"]
-    if n == 0 or starts.ndim != 1 or len(starts) == 0 or starts[0] != 0 or (np.diff(starts) < 1).any() \
-            or starts[-1] >= n:
-        raise ValueError(f"dataset '{path}': episode_starts must increase strictly from 0 below {n} steps")
+    check_episode_starts(data["episode_starts"], n, f"dataset '{path}'")
     for name, space, key in (("observation", observation_space, "observations"), ("action", action_space, "actions")):
         if space is not None and data[key].shape[1:] != space.shape:
             raise ValueError(
@@ -178,10 +176,10 @@ def rollout_dataset(
     return data
 
 
-def _load_behaviour(name: str, zoo_dir: Path) -> Any:
+def _load_behaviour(name: str, zoo_dir: Path, entries: dict[str, Any]) -> Any:
+    """The behaviour policy ``name`` of the zoo (``entries``: its manifest, already read)."""
     from agents.common.registry import load_agent
 
-    entries = read_manifest(zoo_dir)
     if name not in entries:
         raise FileNotFoundError(
             f"zoo entry '{name}' is missing; train the behaviour policy and register it with "
@@ -200,19 +198,19 @@ def generate_dataset(
     env_cfg = env_config(env_name)
     parts: list[dict[str, np.ndarray]] = []
     sources: dict[str, Any] = {}
+    manifest = read_manifest(zoo_dir)
     if quality == "medium-replay":  # size does not apply: the replay buffer is what it is
         name = behaviour_name(env_name, quality)
-        directory = resolve_model(f"zoo:{name}", zoo_dir) if name in read_manifest(zoo_dir) else None
-        if directory is None:
+        if name not in manifest:
             raise FileNotFoundError(f"zoo entry '{name}' is missing; register the behaviour run first")
-        parts.append(load_dataset(directory / REPLAY_DATASET))
-        sources[name] = read_manifest(zoo_dir)[name]["files"]
+        parts.append(load_dataset(resolve_model(f"zoo:{name}", zoo_dir) / REPLAY_DATASET))
+        sources[name] = manifest[name]["files"]
     else:
         for q in ("medium", "expert") if quality == "medium-expert" else (quality,):
             name = behaviour_name(env_name, q)
-            model = _load_behaviour(name, zoo_dir)
+            model = _load_behaviour(name, zoo_dir, manifest)
             parts.append(rollout_dataset(model, env_cfg, size, seed, progress))
-            sources[name] = read_manifest(zoo_dir)[name]["files"]
+            sources[name] = manifest[name]["files"]
     data = concatenate(parts)
     data["metadata"] = np.array(
         json.dumps(
@@ -244,15 +242,11 @@ def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------------------------------------------
 def eval_curve(run_dir: Path) -> dict[int, tuple[float, float]]:
     """``(eval/mean_reward, eval/std_reward)`` by step, from the run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from agents.common.tblog import read_scalars
 
-    events = EventAccumulator(str(run_dir / "tb"))
-    events.Reload()
-    if "eval/mean_reward" not in events.Tags().get("scalars", []):
-        raise ValueError(f"{run_dir / 'tb'} holds no eval/mean_reward; train the behaviour run with eval_freq > 0")
-    std = {int(e.step): float(e.value) for e in events.Scalars("eval/std_reward")}
-    means = events.Scalars("eval/mean_reward")
-    return {int(e.step): (float(e.value), std.get(int(e.step), float("nan"))) for e in means}
+    curves = read_scalars(run_dir, ["eval/mean_reward", "eval/std_reward"])
+    std = {int(step): value for step, value in curves["eval/std_reward"]}
+    return {int(step): (float(value), std.get(int(step), float("nan"))) for step, value in curves["eval/mean_reward"]}
 
 
 def replay_to_dataset(path: Path) -> dict[str, np.ndarray]:
@@ -359,7 +353,7 @@ def measure_reference_returns(env_name: str, episodes: int = 100, seed: int = 0,
     env = make_vec_env(env_cfg, n_envs=1, seed=seed, training=False)
     env.action_space.seed(seed)
     random_result = evaluate(RandomPolicy(env.action_space), env, episodes, env_cfg)
-    model = _load_behaviour(behaviour_name(env_name, "expert"), zoo_dir)
+    model = _load_behaviour(behaviour_name(env_name, "expert"), zoo_dir, read_manifest(zoo_dir))
     expert_result = evaluate(model, env, episodes, env_cfg)
     env.close()
     return {

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.common.tblog import CONFIG_FILE, TB_DIR, Run, missing_tag_message, read_run
 from runners.cli import UsageError, check_keys, parse_args, run_main
-from runners.tblog import CONFIG_FILE, TB_DIR, Run, missing_tag_message, read_run
 
 KEYS = ("tag", "out", "table", "x", "debug")
 X_AXES = ("steps",)

@@ -1,4 +1,4 @@
-"""runners.compare and runners.tblog on run directories written in the trainer's format (config.yaml + tb/ events).
+"""runners.compare and agents.common.tblog on run directories in the trainer's format (config.yaml + tb/ events).
 
 The runs here are made by hand with known values (a unit test of the reader, plotter and table); the end-to-end
 test from real training lives with the trainer's tests.
@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from agents.common.tblog import read_run, read_scalars
 from runners.compare import main, mean_curve
-from runners.tblog import read_run, read_scalars
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

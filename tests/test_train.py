@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from agents.common.registry import REGISTRY, load_agent
+from agents.common.tblog import read_scalars
 from envs.factory import make_vec_env
 from runners.cli import run_main
-from runners.tblog import read_scalars
 from runners.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]

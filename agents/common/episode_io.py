@@ -37,6 +37,15 @@ def save_episode_buffer(buffer: EpisodeBuffer, path: str | Path) -> None:
     atomic_savez(path, arrays)
 
 
+def check_episode_starts(starts: np.ndarray, num_steps: int, where: str) -> None:
+    """A ValueError naming ``where`` unless ``starts`` are episode offsets: 1-D, from 0, strictly increasing,
+    below ``num_steps``."""
+    if num_steps == 0 or starts.ndim != 1 or len(starts) == 0 or starts[0] != 0 or (np.diff(starts) < 1).any() \
+            or starts[-1] >= num_steps:
+        shown = starts.ravel().tolist()[:8]
+        raise ValueError(f"{where}: episode_starts {shown} must increase strictly from 0 below {num_steps} steps")
+
+
 def _check_episode_file(data: Mapping[str, np.ndarray], where: str) -> np.ndarray:
     """The offset of each episode in ``data`` (read from ``where``); a ValueError names whatever in it is not a
     consistent EpisodeBuffer file."""
@@ -125,8 +134,7 @@ def from_d4rl_dict(
     trunc = coerce_array("timeouts", data["timeouts"], (n,), np.dtype(np.bool_))
     if "episode_starts" in data:
         starts = np.asarray(data["episode_starts"], np.int64)
-        if n == 0 or starts.ndim != 1 or starts[0] != 0 or (np.diff(starts) < 1).any() or starts[-1] >= n:
-            raise ValueError(f"episode_starts {starts.tolist()[:8]} must increase strictly from 0 below {n} steps")
+        check_episode_starts(starts, n, "D4RL dict")
     else:
         ends = np.flatnonzero(end | trunc) + 1
         starts = np.concatenate([[0], ends[ends < n]]).astype(np.int64)

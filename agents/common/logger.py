@@ -2,7 +2,7 @@
 
 A run killed after its last checkpoint has logged steps that the resumed run will log again. The TensorBoard
 writer of a resumed run is opened with ``purge_step`` = the checkpoint's step: TensorBoard (and
-:mod:`runners.tblog`) then drop the earlier events at or after that step, so the curve has neither a gap nor a
+:mod:`agents.common.tblog`) then drop the earlier events at or after that step, so the curve has neither a gap nor a
 duplicate step.
 """
 
