@@ -6,7 +6,8 @@ stay the zoo's own. Arguments:
 
 - ``agent=<id>`` (registry), ``env=<config name or any registered gymnasium id>``, ``preset=<tiny|cpu|paper|...>``
 - ``<top-level key>=<value>`` (see configs/config.yaml), ``agent.<hyperparameter>=<value>``, ``env.<key>=<value>``
-- a bare hyperparameter name is taken as ``agent.<name>`` (``learning_rate=1e-3``).
+- a bare hyperparameter name is taken as ``agent.<name>`` (``learning_rate=1e-3``, ``optimizer=ademamix``,
+  ``optimizer_kwargs.alpha=8``); ``agent.policy_kwargs`` and ``agent.optimizer_kwargs`` take any key of their own.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ GROUPS = ("agent", "env", "preset")
 CHOICES = {"device": ("auto", "cpu", "cuda"), "vec_env": ("dummy", "subproc")}
 POSITIVE = ("total_timesteps", "n_envs", "eval_episodes", "save_freq", "keep_checkpoints")
 NON_NEGATIVE = ("eval_freq", "seed", "verbose", "torch_threads")
+OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are the policy's / optimizer's own
+OPTIMIZER_KEYS = ("optimizer", "optimizer_kwargs")
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes",
              "torch_threads")
@@ -145,12 +148,17 @@ def compose_train_config(argv: list[str], pairs: dict[str, str]) -> DictConfig:
         if key.startswith(("+", "~", "hydra")):
             raise UsageError(f"'{key}={value}': adding or deleting keys is not supported; allowed keys are those of "
                              "runners/configs/config.yaml, agent.<hyperparameter> and env.<key>")
-        if "." not in key and key not in reference and key in reference.agent:
+        head = key.split(".")[0]
+        if head not in reference and head in reference.agent:  # learning_rate=, optimizer_kwargs.alpha=
             key = f"agent.{key}"
-        if key == "agent.policy_kwargs":  # a dict of the policy's own options, replaced as a whole
-            values += ["~agent.policy_kwargs", f"+agent.policy_kwargs={value}"]
+        name = key.removeprefix("agent.").split(".")[0]
+        if name in OPTIMIZER_KEYS and name not in reference.agent:
+            raise UsageError(f"'{key}={value}': agent {pairs['agent']} has no optimizer to choose "
+                             f"(runners/configs/agent/{pairs['agent']}.yaml has no '{name}')")
+        if key in OPEN_DICTS:  # a dict of the policy's or optimizer's own options, replaced as a whole
+            values += [f"~{key}", f"+{key}={value}"]
             continue
-        if key.startswith("agent.policy_kwargs.") and OmegaConf.select(reference, key) is None:
+        if key.startswith(tuple(f"{d}." for d in OPEN_DICTS)) and OmegaConf.select(reference, key) is None:
             values.append(f"+{key}={value}")
             continue
         if OmegaConf.select(reference, key, default="__missing__") == "__missing__":

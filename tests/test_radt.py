@@ -339,21 +339,25 @@ def test_target_outside_dataset_range_warns(scripted_dataset: str) -> None:
         model.wrap_env(model.env, target_return=1e6)
 
 
-@pytest.mark.parametrize("agent", ["dt", "radt"])
-def test_resume_matches_uninterrupted_run(agent: str, scripted_dataset: str, tmp_path) -> None:
+@pytest.mark.parametrize(("agent", "optimizer"), [("dt", "adamw"), ("radt", "adamw"), ("radt", "ademamix")])
+def test_resume_matches_uninterrupted_run(agent: str, optimizer: str, scripted_dataset: str, tmp_path) -> None:
     """Stopping at step 100 and resuming to 200 gives the weights of one 200-step run (sampler, dropout RNG,
-    optimizer and warm-up all continue)."""
+    optimizer and warm-up all continue; AdEMAMix's alpha and beta3 warm-up straddles the resume)."""
     from agents.common.checkpoint import load_checkpoint
     from runners.train import main as train_main
 
     common = ["agent=" + agent, "env=hopper", "preset=tiny", f"agent.dataset={scripted_dataset}", "progress_bar=false",
-              "torch_threads=1", "eval_freq=1000"]
+              "torch_threads=1", "eval_freq=1000", f"optimizer={optimizer}"]
+    if optimizer == "ademamix":
+        common.append("optimizer_kwargs.T_alpha_beta3=150")
     assert train_main([*common, f"run_dir={tmp_path / 'a'}"]) == 0
     assert train_main([*common, "total_timesteps=100", f"run_dir={tmp_path / 'b'}"]) == 0
     assert train_main([f"resume={tmp_path / 'b'}", "total_timesteps=200"]) == 0
     a, meta_a = load_checkpoint(tmp_path / "a" / "final")
     b, meta_b = load_checkpoint(tmp_path / "b" / "final")
     assert meta_a["num_timesteps"] == meta_b["num_timesteps"] == 200
+    assert meta_b["hyperparams"]["optimizer"] == optimizer
+    assert ("policy.optimizer.state.0.exp_avg_slow" in b) == (optimizer == "ademamix")
     for name, tensor in a.items():
         if name.startswith("policy."):
             torch.testing.assert_close(tensor, b[name], msg=name)

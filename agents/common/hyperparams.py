@@ -5,7 +5,12 @@ written as strings, in rl-zoo3's conventions:
 
 - ``learning_rate: lin_3e-4``: a rate decayed linearly from 3e-4 to 0 over training;
 - ``policy_kwargs.activation_fn: relu``: a ``torch.nn`` activation by name;
-- ``train_freq: [4, step]``: the tuple form of SB3's ``train_freq``.
+- ``train_freq: [4, step]``: the tuple form of SB3's ``train_freq``;
+- ``optimizer: ademamix`` with ``optimizer_kwargs: {alpha: 8}``: the optimizer by name
+  (:data:`agents.common.optim.OPTIMIZERS`), given to SB3 as ``policy_kwargs.optimizer_class`` /
+  ``policy_kwargs.optimizer_kwargs``. ``adam`` is SB3's default and leaves ``policy_kwargs`` as it is, so that a
+  policy's own Adam defaults (PPO's ``eps=1e-5``, StochDQN's fused Adam) stay; ``optimizer_kwargs``, when given,
+  replace them, as ``policy_kwargs.optimizer_kwargs`` does in SB3.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
+from agents.common.optim import check_optimizer_kwargs, optimizer_class
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -25,6 +32,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+SB3_OPTIMIZER = "adam"  # what SB3's policies build when policy_kwargs names no optimizer_class
 
 
 def _schedule(key: str, value: Any) -> Any:
@@ -61,7 +69,28 @@ def decode_hyperparams(hyperparams: Mapping[str, Any]) -> dict[str, Any]:
         if "activation_fn" in policy_kwargs:
             policy_kwargs["activation_fn"] = _activation(policy_kwargs["activation_fn"])
         kwargs["policy_kwargs"] = policy_kwargs
+    if "optimizer" in kwargs or "optimizer_kwargs" in kwargs:
+        _optimizer(kwargs)
     return kwargs
+
+
+def _optimizer(kwargs: dict[str, Any]) -> None:
+    """``optimizer`` / ``optimizer_kwargs`` -> SB3's ``policy_kwargs.optimizer_class`` / ``optimizer_kwargs``."""
+    name = kwargs.pop("optimizer", None) or SB3_OPTIMIZER
+    options = kwargs.pop("optimizer_kwargs", None) or {}
+    cls = optimizer_class(name)
+    check_optimizer_kwargs(name, options)
+    policy_kwargs = dict(kwargs.get("policy_kwargs") or {})
+    clash = sorted({"optimizer_class", "optimizer_kwargs"} & set(policy_kwargs))
+    if clash and (name != SB3_OPTIMIZER or options):
+        raise ValueError(f"policy_kwargs.{clash[0]} and optimizer={name} both choose the optimizer; "
+                         "use optimizer= and optimizer_kwargs= only")
+    if name != SB3_OPTIMIZER:
+        policy_kwargs["optimizer_class"] = cls
+    if options:
+        policy_kwargs["optimizer_kwargs"] = dict(options)
+    if policy_kwargs:
+        kwargs["policy_kwargs"] = policy_kwargs
 
 
 def _to_json(key: str, value: Any) -> Any:

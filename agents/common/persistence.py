@@ -266,8 +266,8 @@ def _check_optimizer_state_shapes(name: str, optimizer: torch.optim.Optimizer) -
     """Refuse per-parameter optimizer state whose shape is not its parameter's.
 
     ``Optimizer.load_state_dict`` checks only the number of parameters, so a moment of the wrong shape would load
-    and fail at the first update. The optimizers of the zoo (Adam, AdamW, RMSprop, SGD) keep elementwise state:
-    every state tensor but the scalar step count has the shape of its parameter.
+    and fail at the first update. The optimizers of the zoo (Adam, AdamW, AdEMAMix, RMSprop, SGD) keep elementwise
+    state: every state tensor but the scalar step count has the shape of its parameter.
     """
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, param in enumerate(params):

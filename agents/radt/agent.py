@@ -6,7 +6,7 @@ the DT/RADT code (github.com/CyberAgentAILab/radt, gym/experiment.py ``get_batch
 proportional to its length, a start ``s`` uniform inside it, the steps ``[s, s + K)`` that exist, left-padded to
 ``K``; states normalized by the dataset's mean and std, returns-to-go (undiscounted, from each step to the end of
 the episode) divided by ``return_scale``. Loss: mean squared error of the predicted actions at the real steps.
-AdamW with linear warm-up of the learning rate and gradient-norm clipping.
+AdamW (``optimizer=``: or Adam, or AdEMAMix) with linear warm-up of the learning rate and gradient-norm clipping.
 
 The agent acts in a :class:`~envs.return_to_go.ReturnToGoVecEnv` (the target return is a property of the env);
 constructing or loading it with a plain env wraps the env, conditioned on ``target_return`` (default: the 95th
@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.hyperparams import encode_hyperparams
+from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
 from agents.radt.policy import SequencePolicy
 from envs.datasets import episode_returns, load_dataset
@@ -64,6 +65,10 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
     :param norm: ``layernorm`` | ``layernorm_nobias`` | ``rmsnorm``
     :param cla_factor: layers per shared K/V projection (cross-layer attention); 1 = none
     :param weight_decay, warmup_steps, grad_clip: optimization (AdamW, linear warm-up, clip of the global norm)
+    :param optimizer: ``adamw`` (the papers'), ``adam`` or ``ademamix`` (:mod:`agents.common.optim`); its weight
+        decay is ``weight_decay`` (decoupled for AdamW and AdEMAMix, an L2 term for Adam)
+    :param optimizer_kwargs: the optimizer's other arguments (``betas``, ``eps``, AdEMAMix's ``alpha`` and
+        ``T_alpha_beta3``)
     :param return_scale: returns-to-go are divided by it
     :param max_ep_len: episode timesteps beyond it share the last timestep embedding
     :param target_return: return the eval env is conditioned on (None: the dataset's 95th percentile)
@@ -92,6 +97,8 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
         norm: str = "layernorm",
         cla_factor: int = 1,
         weight_decay: float = 1e-4,
+        optimizer: str = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
         warmup_steps: int = 10_000,
         grad_clip: float = 0.25,
         return_scale: float = 1000.0,
@@ -118,6 +125,10 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
             raise ValueError(f"precision={precision!r} is not allowed; choose one of: {', '.join(PRECISIONS)}")
         if return_scale <= 0:
             raise ValueError(f"return_scale={return_scale}; expected a positive number")
+        optimizer_class(optimizer)  # a name it knows
+        if "weight_decay" in (optimizer_kwargs or {}):
+            raise ValueError("optimizer_kwargs.weight_decay: set weight_decay= instead (the agent's own argument)")
+        check_optimizer_kwargs(optimizer, optimizer_kwargs or {})
         self.hyperparams = encode_hyperparams(
             {k: v for k, v in {**hyperparams, **model_options}.items() if k not in RUNTIME_ARGS}
         )
@@ -136,6 +147,7 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
         self.weight_decay, self.warmup_steps, self.grad_clip = weight_decay, int(warmup_steps), grad_clip
         self.return_scale, self.target_return, self.log_interval = return_scale, target_return, int(log_interval)
         self.precision = precision
+        self.optimizer_name, self.optimizer_kwargs = optimizer, dict(optimizer_kwargs or {})
         self.model_kwargs = dict(
             embed_dim=embed_dim, n_layer=n_layer, n_head=n_head, context=context, max_ep_len=max_ep_len,
             dropout=dropout, norm=norm, cla_factor=cla_factor, **model_options,
@@ -151,7 +163,8 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         kwargs = dict(self.policy_kwargs)
-        kwargs.setdefault("optimizer_kwargs", {"weight_decay": self.weight_decay})
+        kwargs.setdefault("optimizer_class", optimizer_class(self.optimizer_name))
+        kwargs.setdefault("optimizer_kwargs", {"weight_decay": self.weight_decay, **self.optimizer_kwargs})
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, model=self.model_name,
             model_kwargs=self.model_kwargs, return_scale=self.return_scale, **kwargs,
