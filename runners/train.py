@@ -36,6 +36,16 @@ def default_run_dir(cfg: DictConfig) -> Path:
     return Path("runs") / cfg.agent.id / cfg.env.name / f"{stamp}_s{cfg.seed}"
 
 
+def resolve_demos(demos: str | None) -> str:
+    """The path of an agent's demonstrations (``demos=<.npz>``), checked before anything is written."""
+    if not demos:
+        raise UsageError("this agent learns from demonstrations: pass demos=<path of a .npz> "
+                         "(record them with python -m runners.demos env=needle episodes=50)")
+    if not Path(demos).is_file():
+        raise UsageError(f"demos={demos}: no such file; record demonstrations with python -m runners.demos")
+    return str(demos)
+
+
 class Trainer:
     """Builds envs, agent, logger and callbacks from a resolved config, then trains (or resumes)."""
 
@@ -53,6 +63,8 @@ class Trainer:
             hyperparams.pop("id")  # type: ignore[union-attr]
             if spec.learns_from == "offline":  # a quality name becomes the path of the env's generated dataset
                 hyperparams["dataset"] = str(resolve_dataset(hyperparams["dataset"], self.env_cfg["name"]))
+            if spec.learns_from == "demonstrations":
+                hyperparams["demos"] = resolve_demos(hyperparams.get("demos"))
             self.model = make_agent(
                 spec.id, self.env, hyperparams, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose  # type: ignore
             )
@@ -60,6 +72,8 @@ class Trainer:
             self.model = spec.cls.load(resume_from, env=self.env, device=cfg.device)
         if spec.learns_from == "offline":
             self.model.load_dataset()  # checked against the env's spaces before anything is written
+        if spec.learns_from == "demonstrations":
+            self.model.load_demos()  # checked against the env's spaces before anything is written
         self.eval_env = conditioned_env(self.model, self.eval_env)
         self.resumed = resume_from is not None
 
@@ -148,7 +162,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:  # a failure inside training is a bug or a fault, not bad input: keep the traceback
         raise RuntimeError(f"training failed: {e}") from e
     result = summary["eval"]
-    steps = "gradient steps" if get_spec(cfg.agent.id).learns_from == "offline" else "env steps"
+    steps = "gradient steps" if get_spec(cfg.agent.id).learns_from in ("offline", "demonstrations") else "env steps"
     score = f", score {result['score']}" if result["score"] else ""
     print(
         f"{cfg.agent.id} on {summary['env']}: {summary['num_timesteps']} {steps} in {summary['wall_time_s']} s; "

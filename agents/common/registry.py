@@ -74,6 +74,8 @@ REGISTRY: dict[str, AgentSpec] = {
                   observation_spaces=("Box",)),
         AgentSpec("radt", "agents.radt.agent:RADT", ("Box",), "offline",
                   "Tanaka et al. 2024, Return-Aligned Decision Transformer", observation_spaces=("Box",)),
+        AgentSpec("act", "agents.act.agent:ACT", ("Box",), "demonstrations",
+                  "Zhao et al. 2023 (ACT) as in Kim et al. 2024 (SRT)", observation_spaces=("Dict",)),
         AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
                   "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )
