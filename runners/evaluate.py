@@ -3,6 +3,7 @@
     python -m runners.evaluate model=<checkpoint dir|zoo:name> [episodes=10] [seed=0] [deterministic=true]
                                [device=auto] [json=true]
     python -m runners.evaluate model=<dt or radt checkpoint> targets=paper|<r1,r2,...> [episodes=10] [plot=out.png]
+    python -m runners.evaluate model=zoo:act-needle episodes=50 env.kwargs.kinematic_error=0.01   # env overrides
 
 Return-conditioned agents (dt, radt) are evaluated at their default target return, or with ``targets=`` by the RADT
 protocol (:mod:`agents.radt.alignment`): ``paper`` = 7 targets evenly spaced between the 5th and 95th percentile of
@@ -13,17 +14,20 @@ writes the report as JSON.
 
 The env is rebuilt from the config stored in the checkpoint, as an evaluation env (Atari: a life loss does not
 end the episode). Scores: human-normalized for Atari, the Crafter score, success rate where the env reports
-``is_success``.
+``is_success``. ``env.<key>=<value>`` changes the stored env config before the env is built (values read as YAML,
+e.g. ``env.kwargs.kinematic_error=0.01``); a key the config does not have is refused.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from agents.common.checkpoint import CheckpointError, atomic_write_text, read_meta
 from agents.common.evaluation import conditioned_env, evaluate
@@ -37,14 +41,35 @@ from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_in
 KEYS = ("model", "episodes", "seed", "deterministic", "device", "json", "debug", "targets", "plot", "out")
 
 
-def load_for_eval(reference: str, device: str = "auto", seed: int = 0) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, eval vec env, env config) for a checkpoint path or ``zoo:<name>``."""
+def override_env_config(env_cfg: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    """``env_cfg`` with ``{"env.kwargs.kinematic_error": "0.01", ...}`` applied (values parsed as YAML); only keys
+    the config already has may change (``env.kwargs.<name>`` may be new: kwargs go to the env's constructor)."""
+    out = copy.deepcopy(env_cfg)
+    for dotted, raw in overrides.items():
+        keys = dotted.split(".")[1:]
+        node = out
+        for i, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise UsageError(f"{dotted}={raw}: the env config has no mapping '{'.'.join(keys[: i + 1])}'")
+            node = node[key]
+        if not keys or (keys[-1] not in node and keys[:-1] != ["kwargs"]):
+            have = ", ".join(sorted(f"env.{k}" for k in out))
+            raise UsageError(f"unknown env key '{dotted}'; the stored env config has: {have}")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def load_for_eval(
+    reference: str, device: str = "auto", seed: int = 0, env_overrides: dict[str, str] | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, eval vec env, env config) for a checkpoint path or ``zoo:<name>``, the env config overridden by
+    ``env_overrides`` (``{"env.kwargs.kinematic_error": "0.01"}``)."""
     path = resolve_model(reference)
     meta = read_meta(path)
     config = meta["config"]
     if not config or "env" not in config:
         raise CheckpointError(f"'{path}' stores no env config; it was not saved by runners.train")
-    env_cfg = config["env"]
+    env_cfg = override_env_config(config["env"], env_overrides or {})
     env = make_vec_env(env_cfg, n_envs=1, seed=seed, training=False)
     model = load_agent(path, env=env, device=device)
     return model, conditioned_env(model, env), env_cfg
@@ -52,6 +77,8 @@ def load_for_eval(reference: str, device: str = "auto", seed: int = 0) -> tuple[
 
 def main(argv: list[str]) -> int:
     _, pairs = parse_args(argv)
+    env_overrides = {k: v for k, v in pairs.items() if k.startswith("env.")}
+    pairs = {k: v for k, v in pairs.items() if k not in env_overrides}
     check_keys(pairs, KEYS, "runners.evaluate")
     if "model" not in pairs:
         raise UsageError("missing model=<checkpoint dir or zoo:name>, e.g. model=zoo:ppo-cartpole")
@@ -59,12 +86,14 @@ def main(argv: list[str]) -> int:
     seed = parse_int("seed", pairs.get("seed", "0"), minimum=0)
     deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
     as_json = parse_bool("json", pairs.get("json", "false"))
-    model, env, env_cfg = load_for_eval(pairs["model"], pairs.get("device", "auto"), seed)
+    model, env, env_cfg = load_for_eval(pairs["model"], pairs.get("device", "auto"), seed, env_overrides)
     if "targets" in pairs or "plot" in pairs:
         return evaluate_targets(model, env, env_cfg, pairs, episodes, as_json)
     result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)
     env.close()
     report = {"model": pairs["model"], "agent": model.agent_id, "env": env_cfg["id"], **result.as_dict()}
+    if env_overrides:
+        report["env_overrides"] = env_overrides
     if "out" in pairs:
         atomic_write_text(pairs["out"], json.dumps(report, indent=1))
     if as_json:

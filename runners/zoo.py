@@ -2,8 +2,10 @@
 
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
-    python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5]
+    python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5] [command="..."]
                                                  copy <run>/final into results/zoo/<name>, evaluate it, record it
+                                                 (command: the training command as run, recorded verbatim;
+                                                 default: one rebuilt from the run's config)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
 from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, verify_entry, write_entry
+from agents.common.registry import get_spec
 from agents.radt.alignment import evaluate_alignment, paper_targets
 from envs.datasets import REPLAY_DATASET, load_dataset
 from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
@@ -57,7 +60,7 @@ def cmd_verify() -> int:
 
 
 def cmd_add(pairs: dict[str, str]) -> int:
-    check_keys(pairs, ("name", "run", "episodes", "alignment_episodes", "debug"), "runners.zoo add")
+    check_keys(pairs, ("name", "run", "episodes", "alignment_episodes", "command", "debug"), "runners.zoo add")
     if "name" not in pairs or "run" not in pairs:
         raise UsageError("zoo add needs name=<name> and run=<run dir>")
     name, run = pairs["name"], Path(pairs["run"])
@@ -86,10 +89,11 @@ def cmd_add(pairs: dict[str, str]) -> int:
     env.close()
     files = directory_files(destination)
     config = model.zoo_config or {}
-    offline = "dataset" in config.get("agent", {})
-    steps_key = "gradient_steps" if offline else "env_steps"  # an offline agent never steps an env in training
+    data_key = {"offline": "dataset", "demonstrations": "demos"}.get(get_spec(model.agent_id).learns_from)
+    # an agent that learns from a dataset or demonstrations never steps an env in training: its budget is updates
+    steps_key = "gradient_steps" if data_key else "env_steps"
     budget = {steps_key: int(model.num_timesteps), "wall_time_s": summary["wall_time_s"], "machine": machine()}
-    dataset = f" agent.dataset={config['agent']['dataset']}" if offline else ""
+    dataset = f" agent.{data_key}={config['agent'][data_key]}" if data_key else ""
     entry = {
         "name": name,
         "path": name,
@@ -100,8 +104,8 @@ def cmd_add(pairs: dict[str, str]) -> int:
         "score": score,
         "date": _dt.date.today().isoformat(),
         "size_bytes": sum((destination / f).stat().st_size for f in files),
-        "command": f"python -m runners.train agent={config.get('agent', {}).get('id')} env={env_cfg['name']} "
-        f"seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}{dataset}",
+        "command": pairs.get("command") or f"python -m runners.train agent={config.get('agent', {}).get('id')} "
+        f"env={env_cfg['name']} seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}{dataset}",
     }
     write_entry(entry)
     print(f"added {name}: {result.mean:.2f} +- {result.std:.2f} over {episodes} episodes, {entry['size_bytes']} bytes")

@@ -63,6 +63,14 @@ def test_shipped_ppo_cartpole_balances_the_pole() -> None:
     assert result.mean >= 475.0  # CartPole-v1 is solved at 475
 
 
+def test_evaluate_applies_env_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    # the same checkpoint under a 50-step time limit: every episode is cut at 50, so each return is exactly 50
+    argv = ["model=zoo:ppo-cartpole", "episodes=2", "device=cpu", "json=true", "env.max_episode_steps=50"]
+    assert run_main(evaluate.main, argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["returns"] == [50.0, 50.0] and report["env_overrides"] == {"env.max_episode_steps": "50"}
+
+
 BAD_INPUTS = [
     (evaluate.main, ["episodes=3"], "missing model="),
     (evaluate.main, ["model=zoo:nope"], "unknown zoo checkpoint 'nope'; choose one of: dqn-cartpole"),
@@ -71,6 +79,8 @@ BAD_INPUTS = [
     (evaluate.main, ["model=zoo:ppo-cartpole", "episodes=many"], "episodes='many' is not an integer"),
     (evaluate.main, ["model=zoo:ppo-cartpole", "json=perhaps"], "json='perhaps' is not a boolean"),
     (evaluate.main, ["model=zoo:ppo-cartpole", "colour=red"], "unknown key 'colour' for runners.evaluate"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "env.colour=red"], "unknown env key 'env.colour'; the stored env"),
+    (evaluate.main, ["model=zoo:ppo-cartpole", "env.name.x=1"], "env.name.x=1: the env config has no mapping 'name'"),
     (enjoy.main, ["model=zoo:ppo-cartpole", "video=out.avi"], "video=out.avi: the file must end in .mp4 or .gif"),
     (enjoy.main, ["video=out.mp4"], "missing model="),
     (compare.main, ["/nonexistent/runs/*"], "no runs matched '/nonexistent/runs/*'"),
