@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -278,3 +280,22 @@ def test_demos_of_another_image_size_are_refused(demos: str) -> None:
     env = make_env(16)
     with pytest.raises(ValueError, match=r"hold images \(3, 32, 32, 3\).*record demos at the env's image_size"):
         ACT("MultiInputPolicy", env, demos=demos, **TINY).load_demos()
+
+
+def test_train_evaluate_and_enjoy_from_the_command_line(demos: str, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from runners import enjoy, evaluate, train
+    from runners.cli import run_main
+
+    run_dir = tmp_path / "run"
+    argv = ["agent=act", "env=needle", "preset=tiny", f"demos={demos}", f"env.kwargs.image_size={SIZE}",
+            "total_timesteps=10", "eval_freq=10", "save_freq=10", "progress_bar=false", f"run_dir={run_dir}"]
+    assert run_main(train.main, argv) == 0
+    assert "act on zoo/NeedleHandover-v0: 10 gradient steps" in capsys.readouterr().out
+    assert run_main(evaluate.main, [f"model={run_dir / 'final'}", "episodes=1", "json=true", "device=cpu",
+                                    "env.kwargs.kinematic_error=0.01"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["score"]["success_rate"] in (0.0, 1.0) and report["env_overrides"]
+    video = tmp_path / "needle.gif"
+    assert run_main(enjoy.main, [f"model={run_dir / 'final'}", f"video={video}", "max_steps=5", "device=cpu"]) == 0
+    frames = imageio.mimread(video)
+    assert len(frames) == 5 and frames[0].shape == (SIZE, 3 * SIZE, 3)  # the three views side by side
