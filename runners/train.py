@@ -70,10 +70,8 @@ class Trainer:
             )
         else:
             self.model = spec.cls.load(resume_from, env=self.env, device=cfg.device)
-        if spec.learns_from == "offline":
-            self.model.load_dataset()  # checked against the env's spaces before anything is written
-        if spec.learns_from == "demonstrations":
-            self.model.load_demos()  # checked against the env's spaces before anything is written
+        if spec.learns_from in ("offline", "demonstrations"):
+            self.model.load_data()  # the dataset or demonstrations, checked against the env's spaces before writing
         self.eval_env = conditioned_env(self.model, self.eval_env)
         self.resumed = resume_from is not None
 

@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,15 +38,16 @@ from agents.act.actions import check_kind, to_representation
 from agents.act.model import act_loss
 from agents.act.policy import CAMERAS, ACTPolicy, channels_last
 from agents.common.episode_buffer import EpisodeBuffer
+from agents.common.gradient_steps import GradientStepAlgorithm
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
-from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
+from agents.common.persistence import RUNTIME_ARGS
 
 PRECISIONS = ("fp32", "bf16")
 STD_MIN = 1e-2  # ACT clips the action std at 0.01
 
 
-class ACT(ZooAlgorithm, BaseAlgorithm):
+class ACT(GradientStepAlgorithm):
     """Action Chunking with Transformers, image-only, with SRT's action representations.
 
     :param demos: path of the demonstrations (.npz written by ``runners.demos``)
@@ -76,6 +76,7 @@ class ACT(ZooAlgorithm, BaseAlgorithm):
     """
 
     agent_id = "act"
+    data_info_attr: ClassVar[str] = "demos_info"
     policy_aliases: ClassVar[dict[str, type]] = {"MultiInputPolicy": ACTPolicy, "ACTPolicy": ACTPolicy}
 
     def __init__(
@@ -208,6 +209,8 @@ class ACT(ZooAlgorithm, BaseAlgorithm):
                                "transitions": int(lengths.sum()), "mean_length": float(lengths.mean())}
         return buffer
 
+    load_data = load_demos  # what GradientStepAlgorithm.learn reads first
+
     def _representation_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std (clipped at 0.01) of every real (unpadded) action of every chunk, in the representation."""
         k, total, sq, count = self.policy.chunk_size, 0.0, 0.0, 0
@@ -264,57 +267,3 @@ class ACT(ZooAlgorithm, BaseAlgorithm):
         self._n_updates += 1
         return {"loss": float(loss.detach()), "l1": float(l1.detach()), "kl": float(kl.detach()),
                 "grad_norm": float(grad_norm), "learning_rate": lr}
-
-    def learn(
-        self,
-        total_timesteps: int,
-        callback: Any = None,
-        log_interval: int | None = None,
-        tb_log_name: str = "",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> ACT:
-        """Take ``total_timesteps`` gradient steps (the callbacks see one "timestep" per gradient step)."""
-        self._learn_started = time.time()
-        try:
-            self.load_demos()
-            total_timesteps, callback = self._setup_learn(
-                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-            )
-            callback.on_training_start(locals(), globals())
-            interval = log_interval or self.log_interval
-            sums: dict[str, float] = {}
-            started, done = time.time(), 0
-            while self.num_timesteps < total_timesteps:
-                for key, value in self.train_step().items():
-                    sums[key] = sums.get(key, 0.0) + value
-                self.num_timesteps += 1
-                done += 1
-                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-                if self.num_timesteps % interval == 0:
-                    for key, value in sums.items():
-                        self.logger.record(f"train/{key}", value / interval)
-                    self.logger.record("train/n_updates", self._n_updates)
-                    self.logger.record("time/fps", done / max(time.time() - started, 1e-9))  # gradient steps / s
-                    self.logger.dump(self.num_timesteps)
-                    sums = {}
-                if not callback.on_step():
-                    break
-            callback.on_training_end()
-            return self
-        finally:
-            self.train_wall_time_s += time.time() - self._learn_started
-            self._learn_started = None
-
-    # ------------------------------------------------------------------ state
-    def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        state = super()._zoo_state(tensors)
-        state["demos_info"] = self.demos_info
-        state["sampler"] = self._sampler.bit_generator.state
-        return state
-
-    def _zoo_set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        super()._zoo_set_state(state, tensors)
-        self.demos_info = state.get("demos_info")
-        self._sampler = np.random.default_rng()
-        self._sampler.bit_generator.state = state["sampler"]

@@ -22,7 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,9 +33,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.episode_buffer import EpisodeBuffer
+from agents.common.gradient_steps import GradientStepAlgorithm
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
-from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
+from agents.common.persistence import RUNTIME_ARGS
 from agents.radt.policy import SequencePolicy
 from envs.datasets import episode_returns, load_dataset
 from envs.return_to_go import OBS_KEY, ReturnToGoVecEnv, unwrap_conditioning
@@ -54,7 +54,7 @@ def returns_to_go(rewards: np.ndarray, episode_starts: np.ndarray) -> np.ndarray
     return out.astype(np.float32)
 
 
-class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
+class SequenceAgent(GradientStepAlgorithm):
     """Shared trainer of :class:`DT` and :class:`RADT`; subclasses set ``model_name`` and their model's options.
 
     :param dataset: path of the offline dataset (.npz, D4RL layout; the runners resolve ``medium`` etc.)
@@ -78,6 +78,7 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
     """
 
     model_name: ClassVar[str] = ""
+    data_info_attr: ClassVar[str] = "dataset_info"
     policy_aliases: ClassVar[dict[str, type]] = {
         "MultiInputPolicy": SequencePolicy, "SequencePolicy": SequencePolicy,
     }
@@ -228,6 +229,8 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
             self.env.set_target_return(self.default_target_return())
         return self.buffer
 
+    load_data = load_dataset  # what GradientStepAlgorithm.learn reads first
+
     def sample_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         """``batch_size`` left-padded windows of ``K`` steps as tensors (see the module docstring)."""
         buffer, k = self.load_dataset(), self.context
@@ -280,65 +283,6 @@ class SequenceAgent(ZooAlgorithm, BaseAlgorithm):
         self.policy.optimizer.step()
         self._n_updates += 1
         return {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "learning_rate": lr}
-
-    def learn(
-        self,
-        total_timesteps: int,
-        callback: Any = None,
-        log_interval: int | None = None,
-        tb_log_name: str = "",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SequenceAgent:
-        """Take ``total_timesteps`` gradient steps (the callbacks see one "timestep" per gradient step)."""
-        self._learn_started = time.time()
-        try:
-            self.load_dataset()
-            total_timesteps, callback = self._setup_learn(
-                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-            )
-            callback.on_training_start(locals(), globals())
-            interval = log_interval or self.log_interval
-            sums: dict[str, float] = {}
-            started, done = time.time(), 0
-            while self.num_timesteps < total_timesteps:
-                stats = self.train_step()
-                for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                self.num_timesteps += 1
-                done += 1
-                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-                if self.num_timesteps % interval == 0:
-                    self._dump_train_logs(sums, interval, done / max(time.time() - started, 1e-9))
-                    sums = {}
-                if not callback.on_step():
-                    break
-            callback.on_training_end()
-            return self
-        finally:
-            self.train_wall_time_s += time.time() - self._learn_started
-            self._learn_started = None
-
-    def _dump_train_logs(self, sums: dict[str, float], count: int, steps_per_s: float) -> None:
-        for key, value in sums.items():
-            self.logger.record(f"train/{key}", value / count)
-        self.logger.record("train/n_updates", self._n_updates)
-        self.logger.record("time/fps", steps_per_s)  # gradient steps per second
-        self.logger.dump(self.num_timesteps)
-
-    # ------------------------------------------------------------------ state
-    def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-        state = super()._zoo_state(tensors)
-        state["dataset_info"] = self.dataset_info
-        state["sampler"] = self._sampler.bit_generator.state
-        return state
-
-    def _zoo_set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        super()._zoo_set_state(state, tensors)
-        self.dataset_info = state.get("dataset_info")
-        self._sampler = np.random.default_rng()
-        self._sampler.bit_generator.state = state["sampler"]
-
 
 class DT(SequenceAgent):
     """Decision Transformer (Chen et al. 2021), registered as ``dt``."""
