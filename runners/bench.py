@@ -23,6 +23,9 @@ def available() -> list[str]:
 def main(argv: list[str]) -> int:
     positional, pairs = parse_args(argv, allow_positional=True)
     names = available()
+    if len(positional) > 1:
+        given = " ".join(positional)
+        raise UsageError(f"one benchmark at a time, not {given!r}; choose one of: {', '.join(names)}, all")
     if len(positional) != 1 or positional[0] not in [*names, "all"]:
         given = positional[0] if positional else "nothing"
         raise UsageError(f"unknown benchmark '{given}'; choose one of: {', '.join(names)}, all")

@@ -1,4 +1,5 @@
-"""What every runner shares: ``key=value`` arguments, one-line errors with exit status 2, the debug switch."""
+"""What every runner shares: ``key=value`` arguments, one-line errors with exit status 2 (bad input) or 1 (a run
+stopped by a fault: a NaN, a disk that cannot take the final model), the debug switch."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 EXIT_USAGE = 2
+EXIT_FAULT = 1  # a run stopped by a fault (NaN guard, a final model that could not be written)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class UsageError(ValueError):
@@ -59,6 +62,33 @@ def parse_float(key: str, value: str) -> float:
     return result
 
 
+def parse_choice(key: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise UsageError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def parse_device(value: str) -> str:
+    """``device=`` of the runners that load a checkpoint: auto, cpu, or cuda where a CUDA device exists."""
+    parse_choice("device", value, DEVICES)
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("device=cuda but no CUDA device is available here; use device=auto or device=cpu")
+    return value
+
+
+def parse_out_path(key: str, value: str) -> str:
+    """A file to write at the end of a command: its directory must exist now, before any work is done."""
+    from pathlib import Path
+
+    parent = Path(value).parent
+    if not parent.is_dir():
+        raise UsageError(f"{key}={value}: the directory {parent} does not exist")
+    return value
+
+
 def check_keys(pairs: dict[str, str], allowed: Sequence[str], runner: str) -> None:
     unknown = sorted(set(pairs) - set(allowed))
     if unknown:
@@ -72,8 +102,15 @@ def run_main(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = any(a.lower() in ("debug=true", "debug=1") for a in args)
+    from agents.common.callbacks import TrainingFault
+
     try:
         result = main(args)
+    except TrainingFault as e:  # not bad input: the run stopped (NaN, disk), its last good checkpoint kept
+        if debug:
+            raise
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_FAULT
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         if debug:
             raise

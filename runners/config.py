@@ -12,6 +12,7 @@ stay the zoo's own. Arguments:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,17 @@ GROUPS = ("agent", "env", "preset")
 CHOICES = {"device": ("auto", "cpu", "cuda"), "vec_env": ("dummy", "subproc")}
 POSITIVE = ("total_timesteps", "n_envs", "eval_episodes", "save_freq", "keep_checkpoints")
 NON_NEGATIVE = ("eval_freq", "seed", "verbose", "torch_threads")
+# Hyperparameters checked by name (whichever agent has them): sizes and counts, and fractions.
+AGENT_POSITIVE = ("n_steps", "n_epochs", "gradient_steps", "learning_rate", "train_freq", "target_update_interval",
+                  "context", "chunk_size", "n_layer", "n_head", "n_heads", "embed_dim", "hidden_dim", "log_interval")
+AGENT_NON_NEGATIVE = ("learning_starts", "warmup_steps", "weight_decay", "kl_weight", "vf_coef")
+AGENT_UNIT_INTERVAL = ("gae_lambda", "dropout", "exploration_fraction", "exploration_initial_eps",
+                       "exploration_final_eps")
 OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are the policy's / optimizer's own
 OPTIMIZER_KEYS = ("optimizer", "optimizer_kwargs")
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes",
-             "torch_threads")
+             "torch_threads", "nan_guard")
 
 
 def group_options(group: str) -> list[str]:
@@ -129,12 +136,19 @@ def _validate(cfg: DictConfig) -> None:
         raise UsageError(str(e)) from None
     for key, value in cfg.agent.items():
         name = str(key)
+        if name == "train_freq" and isinstance(value, ListConfig) and value:
+            value = value[0]  # [4, step]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"agent.{name}={value} must be a finite number")
         if isinstance(value, int | float) and not isinstance(value, bool):
-            positive = name.endswith("_size") or name in ("n_steps", "n_epochs", "gradient_steps", "learning_rate")
-            if positive and value <= 0:
+            if (name.endswith("_size") or name in AGENT_POSITIVE) and value <= 0:
                 raise UsageError(f"agent.{name}={value} must be > 0")
-            if name == "gamma" and not 0.0 < value <= 1.0:
-                raise UsageError(f"agent.gamma={value} must be in (0, 1]")
+            if name in AGENT_NON_NEGATIVE and value < 0:
+                raise UsageError(f"agent.{name}={value} must be >= 0")
+            if name in AGENT_UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+                raise UsageError(f"agent.{name}={value} must be in [0, 1]")
+            if name in ("gamma", "tau") and not 0.0 < value <= 1.0:
+                raise UsageError(f"agent.{name}={value} must be in (0, 1]")
 
 
 def compose_train_config(argv: list[str], pairs: dict[str, str]) -> DictConfig:

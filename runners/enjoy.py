@@ -17,7 +17,16 @@ from agents.common.evaluation import conditioned_env
 from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
 from envs.factory import make_vec_env
-from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_float, parse_int, run_main
+from runners.cli import (
+    UsageError,
+    check_keys,
+    parse_args,
+    parse_bool,
+    parse_device,
+    parse_float,
+    parse_int,
+    run_main,
+)
 
 KEYS = ("model", "video", "episodes", "max_steps", "seed", "deterministic", "fps", "device", "debug", "target")
 
@@ -56,11 +65,12 @@ def main(argv: list[str]) -> int:
     fps = parse_int("fps", pairs.get("fps", "30"), minimum=1)
     seed = parse_int("seed", pairs.get("seed", "0"), minimum=0)
     deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
+    device = parse_device(pairs.get("device", "auto"))
     config = read_meta(path)["config"]
     if not config or "env" not in config:
         raise CheckpointError(f"'{path}' stores no env config; it was not saved by runners.train")
     env = make_vec_env(config["env"], n_envs=1, seed=seed, training=False, render_mode="rgb_array")
-    model = load_agent(path, env=env, device=pairs.get("device", "auto"))
+    model = load_agent(path, env=env, device=device)
     if "target" in pairs:
         if not hasattr(model, "wrap_env"):
             raise UsageError(f"target= applies to return-conditioned agents (dt, radt); {model.agent_id} is not one")

@@ -36,7 +36,16 @@ from agents.common.registry import load_agent
 from agents.radt.alignment import AlignmentResult, evaluate_alignment, paper_targets
 from envs.datasets import normalized_score
 from envs.factory import make_vec_env
-from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_int, run_main
+from runners.cli import (
+    UsageError,
+    check_keys,
+    parse_args,
+    parse_bool,
+    parse_device,
+    parse_int,
+    parse_out_path,
+    run_main,
+)
 
 KEYS = ("model", "episodes", "seed", "deterministic", "device", "json", "debug", "targets", "plot", "out")
 
@@ -86,7 +95,11 @@ def main(argv: list[str]) -> int:
     seed = parse_int("seed", pairs.get("seed", "0"), minimum=0)
     deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
     as_json = parse_bool("json", pairs.get("json", "false"))
-    model, env, env_cfg = load_for_eval(pairs["model"], pairs.get("device", "auto"), seed, env_overrides)
+    device = parse_device(pairs.get("device", "auto"))
+    for key in ("out", "plot"):
+        if key in pairs:
+            parse_out_path(key, pairs[key])
+    model, env, env_cfg = load_for_eval(pairs["model"], device, seed, env_overrides)
     if "targets" in pairs or "plot" in pairs:
         return evaluate_targets(model, env, env_cfg, pairs, episodes, as_json)
     result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)

@@ -20,10 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import CallbackList
 
-from agents.common.callbacks import CheckpointCallback, EvalCallback, latest_checkpoint
+from agents.common.callbacks import CheckpointCallback, EvalCallback, TrainingFault, latest_checkpoint
 from agents.common.checkpoint import atomic_write_text
 from agents.common.evaluation import conditioned_env
 from agents.common.logger import configure_logger, log_text
+from agents.common.nan_guard import NanGuardCallback
 from agents.common.registry import check_compatible, get_spec, make_agent
 from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
@@ -94,7 +95,9 @@ class Trainer:
             self.eval_env, self.env_cfg, self.cfg.eval_freq or self.cfg.total_timesteps, self.cfg.eval_episodes
         )
         # evaluate before checkpointing, so that a checkpoint at step n follows everything logged at step n
-        callbacks: list[Any] = ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
+        # the NaN guard first: a non-finite value stops the run before any callback can checkpoint it
+        callbacks: list[Any] = [NanGuardCallback(self.run_dir)] if self.cfg.get("nan_guard", True) else []
+        callbacks += ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
         if remaining > 0:
             self.model.learn(
                 total_timesteps=remaining,
@@ -103,7 +106,13 @@ class Trainer:
                 reset_num_timesteps=self.model.num_timesteps == 0,
                 tb_log_name="",
             )
-        self.model.save(self.run_dir / "final")
+        try:
+            self.model.save(self.run_dir / "final")
+        except OSError as e:  # a full or read-only disk: the periodic checkpoints written so far are intact
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last checkpoint {last} is intact; resume with resume={self.run_dir}" if last else (
+                "no checkpoint was written")
+            raise TrainingFault(f"saving the final model failed ({e}); {kept}") from None
         # the final evaluation, unless the last periodic one was at this very step
         if evaluation.last_eval_step == self.model.num_timesteps and evaluation.last_result is not None:
             result = evaluation.last_result
@@ -139,7 +148,6 @@ def main(argv: list[str]) -> int:
         if resume_from is None:
             raise UsageError(f"resume={run_dir}: no complete checkpoint under {run_dir / 'checkpoints'}")
         cfg.resume = str(run_dir)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     else:
         cfg = compose_train_config(argv, pairs)
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
@@ -147,11 +155,11 @@ def main(argv: list[str]) -> int:
             raise UsageError(
                 f"run_dir={run_dir} already holds a run; continue it with resume={run_dir} or choose another run_dir"
             )
-    trainer = Trainer(cfg, resume_from)  # bad input fails here, before anything is written
+    trainer = Trainer(cfg, resume_from)  # bad input (or a refused checkpoint) fails here, before anything is written
     if resume_from is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.run_dir = str(run_dir)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     trainer.attach(run_dir)
     if resume_from is not None:
         print(f"resuming {run_dir} from {resume_from.name} (step {trainer.model.num_timesteps})")

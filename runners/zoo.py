@@ -68,6 +68,8 @@ def cmd_add(pairs: dict[str, str]) -> int:
         raise UsageError(f"name={name!r}: use letters, digits, '-' and '_' only")
     episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
     alignment_episodes = parse_int("alignment_episodes", pairs.get("alignment_episodes", "5"), minimum=1)
+    if not (run / "results.json").is_file():
+        raise UsageError(f"run={run}: not a finished training run (no results.json); train it with runners.train")
     summary = json.loads((run / "results.json").read_text())
     destination = ZOO_DIR / name
     load_checkpoint(run / "final")  # refuse a broken source before copying anything

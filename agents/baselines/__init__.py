@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import stable_baselines3
 
+from agents.common.grad_norm import log_grad_norm
 from agents.common.persistence import ZooAlgorithm
 
 
@@ -18,11 +19,19 @@ class DQN(ZooAlgorithm, stable_baselines3.DQN):
 
     agent_id = "dqn"
 
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        log_grad_norm(self, self.policy.optimizer)
+
 
 class PPO(ZooAlgorithm, stable_baselines3.PPO):
     """Proximal Policy Optimization (Schulman et al. 2017), SB3's implementation. See :class:`stable_baselines3.PPO`."""
 
     agent_id = "ppo"
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        log_grad_norm(self, self.policy.optimizer)
 
 
 class SAC(ZooAlgorithm, stable_baselines3.SAC):
@@ -34,6 +43,8 @@ class SAC(ZooAlgorithm, stable_baselines3.SAC):
         if self.env is None and self.target_entropy == "auto":  # loaded without an env: use the stored space
             self.target_entropy = float(-np.prod(self.action_space.shape))
         super()._setup_model()
+        log_grad_norm(self, self.actor.optimizer, "train/actor_grad_norm")
+        log_grad_norm(self, self.critic.optimizer, "train/critic_grad_norm")
 
 
 __all__ = ["DQN", "PPO", "SAC"]

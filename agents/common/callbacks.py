@@ -17,6 +17,11 @@ from agents.common.evaluation import EvalResult, evaluate, primary_score
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
+class TrainingFault(RuntimeError):
+    """A run stopped by a fault (a NaN, a disk that cannot take the final model): printed as one line naming the
+    last good checkpoint, exit status 1."""
+
+
 def checkpoint_dirs(run_dir: str | Path) -> list[tuple[int, Path]]:
     """Periodic checkpoints of a run, oldest first (hidden temporary directories are not checkpoints)."""
     root = Path(run_dir) / "checkpoints"

@@ -232,6 +232,8 @@ def verify_files(directory: Path, files: Mapping[str, str], listed_in: str) -> N
         file = directory / name
         if Path(name).name != name:
             raise CheckpointError(f"{listed_in} lists '{name}', a path outside {directory}")
+        if file.is_symlink() and not file.resolve().is_relative_to(directory.resolve()):
+            raise CheckpointError(f"{file} is a symbolic link to '{file.resolve()}', outside {directory}; refused")
         if not file.is_file():
             raise CheckpointError(f"'{directory}' is incomplete: {name}, listed in {listed_in}, is missing")
         if sha256_file(file) != expected:

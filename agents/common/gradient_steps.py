@@ -52,7 +52,8 @@ class _GradientStepLoop:
         sums: dict[str, float] = {}
         started, done = time.time(), 0
         while self.num_timesteps < total_timesteps:  # type: ignore[attr-defined]
-            for key, value in self.train_step().items():  # type: ignore[attr-defined]
+            train_stats = self.train_step()  # type: ignore[attr-defined]
+            for key, value in train_stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.num_timesteps += 1  # type: ignore[attr-defined]
             done += 1
@@ -65,6 +66,7 @@ class _GradientStepLoop:
                 logger.record("time/fps", done / max(time.time() - started, 1e-9))  # gradient steps per second
                 logger.dump(self.num_timesteps)  # type: ignore[attr-defined]
                 sums = {}
+            callback.update_locals(locals())  # the step's train_stats, for the NaN guard
             if not callback.on_step():
                 break
         callback.on_training_end()

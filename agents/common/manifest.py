@@ -41,7 +41,7 @@ def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
         entries = data["checkpoints"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} is not a valid zoo manifest ({e.__class__.__name__})") from None
     result: dict[str, dict[str, Any]] = {}
     for entry in entries:

@@ -44,10 +44,12 @@ from agents.common.checkpoint import (
     save_checkpoint,
     split_tensors,
 )
+from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.hyperparams import decode_hyperparams, encode_hyperparams
 from agents.common.spaces import describe_space, space_from_json, space_to_json
 
 REPLAY_FILE = "replay_buffer.npz"
+EPISODE_BUFFER_FILE = "episode_buffer.npz"  # the EpisodeBuffer of world-model agents (attribute ``episode_buffer``)
 # Arguments that describe where and how verbosely to run, not the agent: never stored as hyperparameters.
 RUNTIME_ARGS = frozenset({"env", "device", "tensorboard_log", "verbose", "seed", "_init_setup_model"})
 # Scalar attributes that training needs to continue exactly where it stopped (saved when the agent has them).
@@ -136,7 +138,10 @@ class ZooAlgorithm:
     def _zoo_set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         for key in COUNTERS:
             if key in state:
-                setattr(self, key, state[key])
+                value = state[key]
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise TypeError(f"state.{key} is {type(value).__name__}; expected a number")
+                setattr(self, key, value)
         self.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=self._stats_window_size)
         self.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=self._stats_window_size)
         self.train_wall_time_s = float(state.get("train_wall_time_s", 0.0))
@@ -178,6 +183,9 @@ class ZooAlgorithm:
         buffer = getattr(self, "replay_buffer", None)
         if replay_buffer and buffer is not None:
             writers[REPLAY_FILE] = lambda p: save_replay_buffer(buffer, p)
+        episodes = getattr(self, "episode_buffer", None)
+        if replay_buffer and episodes is not None:
+            writers[EPISODE_BUFFER_FILE] = episodes.save
         return save_checkpoint(path, tensors, meta, writers)
 
     def save_replay_buffer(self, path: str | Path) -> None:
@@ -226,19 +234,25 @@ class ZooAlgorithm:
                     f"space {describe_space(action_space)}; the env has {describe_space(env.observation_space)} "
                     f"and {describe_space(env.action_space)}"
                 )
-        with warnings.catch_warnings():  # PPO warns when the env count of evaluation differs from training's
-            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-            model = cls(policy, env=env, device=device, _init_setup_model=False, **hyperparams)  # type: ignore
-        model.observation_space = observation_space
-        model.action_space = action_space
-        if env is None:
-            model.n_envs = 1
-        model._setup_model()  # type: ignore[attr-defined]
+        try:  # hyperparameters from a file: an unknown name or a wrong type is the file's fault, not a bug
+            with warnings.catch_warnings():  # PPO warns when the env count of evaluation differs from training's
+                warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+                model = cls(policy, env=env, device=device, _init_setup_model=False, **hyperparams)  # type: ignore
+            model.observation_space = observation_space
+            model.action_space = action_space
+            if env is None:
+                model.n_envs = 1
+            model._setup_model()  # type: ignore[attr-defined]
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            detail = " ".join(str(e).split()) or type(e).__name__
+            raise CheckpointError(f"'{path}': its hyperparameters do not build a {cls.__name__}: {detail}") from None
         model._zoo_load_tensors(tensors, meta, path)
         model.zoo_config = meta["config"]
         # Only a replay buffer that meta.json lists (so its sha256 was checked) is read.
         if REPLAY_FILE in meta["files"] and getattr(model, "replay_buffer", None) is not None:
             load_replay_buffer(model.replay_buffer, directory / REPLAY_FILE)  # type: ignore[attr-defined]
+        if EPISODE_BUFFER_FILE in meta["files"] and hasattr(model, "episode_buffer"):
+            model.episode_buffer = EpisodeBuffer.load(directory / EPISODE_BUFFER_FILE)
         return model
 
     def _zoo_load_tensors(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path) -> None:

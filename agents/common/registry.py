@@ -76,6 +76,8 @@ REGISTRY: dict[str, AgentSpec] = {
                   "Tanaka et al. 2024, Return-Aligned Decision Transformer", observation_spaces=("Box",)),
         AgentSpec("act", "agents.act.agent:ACT", ("Box",), "demonstrations",
                   "Zhao et al. 2023 (ACT) as in Kim et al. 2024 (SRT)", observation_spaces=("Dict",)),
+        AgentSpec("diamond", "agents.diamond.agent:Diamond", ("Discrete",), "online",
+                  "Alonso et al. 2024, DIAMOND: Diffusion for World Modeling", observation_spaces=("Box",)),
         AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
                   "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )
