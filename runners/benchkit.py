@@ -91,8 +91,12 @@ def run_parts(
     header: list[str],
     titles: dict[str, str],
     functions: dict[str, Callable[[], str]],
+    options: dict[str, str] | None = None,
 ) -> str:
-    """Measure the chosen ``parts`` (comma-separated) and rewrite the report, keeping the other parts' sections."""
+    """Measure the chosen ``parts`` (comma-separated) and rewrite the report, keeping the other parts' sections.
+
+    ``options``: the command's other ``key=value`` arguments, written into each section's command line (the
+    seconds shown are those of this invocation: training runs reused from an earlier one are not counted)."""
     chosen = [p for p in parts.split(",") if p]
     unknown = sorted(set(chosen) - set(titles))
     if unknown:
@@ -101,7 +105,8 @@ def run_parts(
     for part in chosen:
         start = time.time()
         table = functions[part]()
-        sections[titles[part]] = (f"Command: `python -m runners.bench {name} parts={part}` "
+        extra = "".join(f" {k}={v}" for k, v in (options or {}).items())
+        sections[titles[part]] = (f"Command: `python -m runners.bench {name} parts={part}{extra}` "
                                   f"({_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
                                   f"{time.time() - start:.0f} s)\n\n{table}\n")
         print(titles[part], table, sep="\n")
