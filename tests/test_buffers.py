@@ -259,6 +259,47 @@ def test_episode_buffer_save_load_round_trip_is_exact(tmp_path: Path) -> None:
     assert loaded.lengths.tolist() == [3, 6]
 
 
+def test_final_observation_and_pending_steps_round_trip_through_save_and_load(tmp_path: Path) -> None:
+    buffer = EpisodeBuffer((4, 4, 3), np.uint8, (), np.int64, capacity_steps=7)
+    frame = [np.full((4, 4, 3), v, np.uint8) for v in range(12)]
+    for t in range(3):  # episode 0 (evicted later): terminated, final frame 100
+        buffer.add_step(0, frame[t], t, 0.0, t == 2, False, final_obs=np.full((4, 4, 3), 100, np.uint8))
+    for t in range(3):  # episode 1: terminated at t = 2, final frame 101
+        buffer.add_step(0, frame[3 + t], t, 1.0, t == 2, False, final_obs=np.full((4, 4, 3), 101, np.uint8))
+    buffer.add_episode(Episode(np.stack(frame[6:8]), np.arange(2), np.zeros(2), np.zeros(2), np.ones(2)))  # no final
+    buffer.add_step(0, frame[8], 5, 1.0, False, False)  # episodes still being collected: env 0 (1 step), env 3 (2)
+    buffer.add_step(3, frame[9], 1, 0.0, False, False)
+    buffer.add_step(3, frame[10], 2, -1.0, False, False)
+    assert buffer.num_episodes == 2 and buffer.pending_steps == {0: 1, 3: 2}
+    assert buffer.episode(0).final_obs[0, 0, 0] == 101 and buffer.episode(1).final_obs is None
+    buffer.save(tmp_path / "episodes.npz")
+    loaded = EpisodeBuffer.load(tmp_path / "episodes.npz")
+    np.testing.assert_array_equal(loaded.episode(0).final_obs, np.full((4, 4, 3), 101, np.uint8))
+    assert loaded.episode(1).final_obs is None and loaded.pending_steps == {0: 1, 3: 2}
+    seg = loaded.get_segments([0, 1], [1, 0], 3)
+    assert seg.has_final_obs.tolist() == [True, False]
+    assert (seg.final_obs[0] == 101).all() and (seg.final_obs[1] == 0).all()
+    # the pending episodes go on where they stopped
+    for name, x in (("saved", buffer), ("loaded", loaded)):
+        x.add_step(3, frame[11], 3, 1.0, True, False, final_obs=np.full((4, 4, 3), 7, np.uint8))
+        ep = x.episode(-1)
+        assert ep.obs[:, 0, 0, 0].tolist() == [9, 10, 11] and ep.act.tolist() == [1, 2, 3], name
+        assert ep.rew.tolist() == [0.0, -1.0, 1.0] and ep.final_obs[0, 0, 0] == 7, name
+    # a file written before final observations and pending steps existed still loads, with neither
+    with np.load(tmp_path / "episodes.npz", allow_pickle=False) as f:
+        old = {k: v for k, v in f.items() if not k.startswith("pending.") and "final_obs" not in k}
+    np.savez(tmp_path / "old.npz", **old)
+    loaded = EpisodeBuffer.load(tmp_path / "old.npz")
+    assert loaded.lengths.tolist() == [3, 2] and loaded.episode(0).final_obs is None and loaded.pending_steps == {}
+    bad = dict(old, final_obs=np.zeros((2, 4, 4, 3), np.float32), has_final_obs=np.ones(2, bool))
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(ValueError, match="array 'final_obs' has shape .* dtype float32; expected .* dtype uint8"):
+        EpisodeBuffer.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **dict(old, has_final_obs=np.ones(2, bool)))
+    with pytest.raises(ValueError, match="'final_obs' and 'has_final_obs' come together"):
+        EpisodeBuffer.load(tmp_path / "bad.npz")
+
+
 def test_load_refuses_an_object_array(tmp_path: Path) -> None:
     path = tmp_path / "evil.npz"
     np.savez(path, obs=np.array([{"a": 1}, None], dtype=object), allow_pickle=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,15 @@ from agents.common.actor_critic import (
     actor_critic_loss,
     lambda_returns,
 )
-from world_models.diamond import DenoiserConfig, RewEndConfig, RewEndModel, SamplerConfig, make_denoiser, make_sampler
+from world_models.diamond import (
+    DenoiserConfig,
+    RewEndConfig,
+    RewEndModel,
+    SamplerConfig,
+    frames_to_tensor,
+    make_denoiser,
+    make_sampler,
+)
 from world_models.imagination import WorldModelEnv, imagine
 
 
@@ -129,8 +138,10 @@ def test_tiny_diamond_trains_on_breakout_logs_saves_loads_and_acts_the_same(tmp_
                        n_envs=1, seed=1)
     model = Diamond.load(run_dir / "final", env=env, device="cpu")
     resumed = Diamond.load(checkpoints[-1], env=env, device="cpu")
-    # the episodes finished by then (the one still running is not stored yet), and the epoch counter
-    assert resumed.episode_buffer.num_episodes >= 1 and resumed.epoch == 2  # saved during epoch 2's collection
+    # saved at the end of the epoch that reached save_freq = 300 steps, after its training; then came one final epoch
+    assert resumed.episode_buffer.num_episodes >= 1 and resumed.num_timesteps == model.num_timesteps == 300
+    assert resumed.epoch == model.epoch - 1 and model.final_epochs_done == 1
+    assert resumed.updates["denoiser"] == model.updates["denoiser"] - 2  # train_steps of the final epoch
     obs = env.reset()
     frames, state_a, state_b = [obs], None, None
     for _ in range(5):
@@ -145,3 +156,156 @@ def test_tiny_diamond_trains_on_breakout_logs_saves_loads_and_acts_the_same(tmp_
         assert a.shape == (1,) and a.tolist() == b.tolist()
         np.testing.assert_array_equal(state_a[0], state_b[0])
     torch.testing.assert_close(model.policy.state_dict(), again.policy.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The agent's loop: the official initial collection, final epochs, final frames, exact resume, evaluation
+# ----------------------------------------------------------------------------------------------------------------
+BREAKOUT = {"name": "breakout", "family": "atari", "id": "BreakoutNoFrameskip-v4", "preprocessing": "atari100k",
+            "frame_size": None, "noop_max": 30, "frame_skip": 4, "max_episode_frames": 108000, "frame_stack": 4,
+            "kwargs": {}, "max_episode_steps": None}
+
+
+def breakout_env(seed: int = 1):  # noqa: ANN201
+    from envs.factory import make_vec_env
+
+    return make_vec_env(BREAKOUT, n_envs=1, seed=seed)
+
+
+def tiny_diamond(env, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    from agents.diamond.agent import Diamond
+
+    args = {"size": "tiny", "batch_size": 2, "rew_end_seq_length": 6, "initial_collect_steps": 40,
+            "initial_collect_max_steps": 40, "threshold_rew": 0, "collect_steps": 20, "train_steps": 1,
+            "first_epoch_train_steps": [2, 2, 1], "imagination_batch_size": 2, "horizon": 3, "warmup_steps": 1,
+            "num_final_epochs": 0, "seed": 0, "device": "cpu"}
+    return Diamond("CnnPolicy", env, **{**args, **kwargs})
+
+
+def test_official_defaults_of_the_initial_collection_and_the_final_epochs() -> None:
+    import inspect
+
+    from agents.diamond.agent import Diamond
+
+    # config/trainer.yaml of eloialonso/diamond: collection.train.first_epoch {min 5000, max 10000, threshold_rew 10},
+    # steps_per_epoch 100; training.num_final_epochs 50
+    defaults = {k: p.default for k, p in inspect.signature(Diamond).parameters.items()}
+    assert (defaults["initial_collect_steps"], defaults["initial_collect_max_steps"], defaults["threshold_rew"]) == (
+        5000, 10000, 10)
+    assert (defaults["collect_steps"], defaults["num_final_epochs"]) == (100, 50)
+    assert Diamond.official_eval_deterministic is False  # the official test collector samples from the policy
+
+
+def test_initial_collection_waits_for_minority_rewards_and_final_epochs_train_without_collecting() -> None:
+    env = breakout_env()
+    # an unreachable threshold: the initial collection grows by collect_steps up to its maximum (60), epoch 1
+    # collects 20 more and trains the first-epoch steps, then 2 final epochs train 1 step of each model, no collection
+    model = tiny_diamond(env, initial_collect_steps=20, initial_collect_max_steps=60, threshold_rew=10**6,
+                         num_final_epochs=2).learn(1)
+    assert model.num_timesteps == 60 + 20 and model.reward_counts.sum() == 80
+    assert model.epoch == 3 and model.final_epochs_done == 2
+    assert model.updates == {"denoiser": 2 + 2, "rew_end_model": 2 + 2, "actor_critic": 1 + 2}
+    # threshold 0: the minimum only, then epoch 1
+    model = tiny_diamond(env, initial_collect_steps=20, initial_collect_max_steps=60, threshold_rew=0).learn(1)
+    assert model.num_timesteps == 20 + 20 and model.epoch == 1
+    # minority rewards: the steps of every reward sign but the most frequent one (official sum(sorted(counts)[:-1]))
+    model.reward_counts = np.array([3, 90, 7])
+    assert model.minority_rewards == 10
+    model.reward_counts = np.array([0, 5, 95])
+    assert model.minority_rewards == 5
+
+
+def test_collected_episodes_keep_their_final_frame_and_the_reward_end_model_sees_it_after_an_end() -> None:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Finals(BaseCallback):  # the terminal observations the env reported (shown to callbacks at the epoch end)
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: list[np.ndarray] = []
+
+        def _on_step(self) -> bool:
+            for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+                if done:
+                    self.frames.append(np.moveaxis(info["terminal_observation"], 0, -1))
+            return True
+
+    env, finals = breakout_env(), Finals()
+    # a random Breakout player loses a life (a termination of a training episode) every few dozen steps
+    model = tiny_diamond(env, initial_collect_steps=200, initial_collect_max_steps=200).learn(1, callback=finals)
+    buffer = model.episode_buffer
+    ends = [buffer.episode(i) for i in range(buffer.num_episodes) if buffer.episode(i).end[-1]]
+    assert len(ends) >= 2 and len(finals.frames) == buffer.num_episodes
+    for i, frame in enumerate(finals.frames):
+        np.testing.assert_array_equal(buffer.episode(i).final_obs, frame)
+    # the reward/end loss: the next frame of each terminal transition is the episode's real final frame
+    seen = []
+    rew_end = model.policy.rew_end_model
+
+    def recording_forward(obs, act, next_obs):  # noqa: ANN001, ANN202, ARG001
+        seen.append(next_obs)
+        return torch.zeros(*act.shape, 3), torch.zeros(*act.shape, 2), None
+
+    rew_end.forward = recording_forward
+    segments, sample = [], buffer.sample_segments
+    buffer.sample_segments = lambda *a, **k: segments.append(sample(*a, **k)) or segments[-1]
+    checked = 0
+    for _ in range(5):
+        batch = model._segments(8, model.rew_end_seq_length, True)
+        rew_end.loss(batch)
+        next_obs, end = seen[-1], (batch.end & batch.mask)[:, :-1]
+        for row, t in zip(*np.nonzero(end.numpy()), strict=True):
+            episode = buffer.episode(int(segments[-1].episode_ids[row]))
+            torch.testing.assert_close(next_obs[row, t], frames_to_tensor(episode.final_obs), rtol=0, atol=0)
+            assert not batch.mask[row, t + 1]  # the segment itself holds grey padding there
+            checked += 1
+    assert checked > 0
+
+
+def test_a_run_checkpointed_mid_epoch_and_resumed_matches_the_uninterrupted_run_exactly(tmp_path: Path) -> None:
+    from agents.common.callbacks import CheckpointCallback
+    from agents.diamond.agent import Diamond
+
+    kwargs = {"num_final_epochs": 1, "epsilon": 0.5}  # exploration draws from the agent's sampler too
+
+    def start(**changes: Any) -> Diamond:  # a policy far from uniform, so that its collection LSTM state matters
+        model = tiny_diamond(breakout_env(), **{**kwargs, **changes})
+        head = model.policy.actor_critic.actor_linear.weight
+        head.data = torch.randn(head.shape, generator=torch.Generator().manual_seed(0))
+        return model
+
+    # the uninterrupted run, checkpointed by the runner's callback every 50 steps: 50 falls inside epoch 1's
+    # collection (40 initial + 20), so the checkpoint waits for that epoch's end (60 steps) and its training
+    uninterrupted = start()
+    uninterrupted.learn(100, callback=CheckpointCallback(tmp_path, save_freq=50, keep=5, replay_buffer=True))
+    steps = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "checkpoints").iterdir())
+    assert steps == [60, 100] and uninterrupted.epoch == 3 + 1  # epochs ending at 60, 80, 100 steps, a final one
+    checkpoint = tmp_path / "checkpoints" / "step_0000000060"
+    saved = Diamond.load(checkpoint, device="cpu")
+    assert saved.epoch == 1 and saved.updates == {"denoiser": 2, "rew_end_model": 2, "actor_critic": 1}
+
+    # the interrupted run: the same start, stopped by learn(50) at the end of the epoch that reaches 50 steps; its env
+    # goes on in this process, and the checkpoint (not this model) continues it
+    interrupted = start(num_final_epochs=0)
+    env = interrupted.learn(50).env
+    assert interrupted.num_timesteps == 60
+    for a, b in zip(interrupted.policy.state_dict().values(), saved.policy.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    resumed = Diamond.load(checkpoint, env=env, device="cpu", force_reset=False)
+    assert resumed.episode_buffer.pending_steps == interrupted.episode_buffer.pending_steps != {}
+    np.testing.assert_array_equal(resumed._last_obs, interrupted._last_obs)  # where collection stood, and the
+    for a, b in zip(resumed._collect_hidden, interrupted._collect_hidden, strict=True):  # policy's LSTM state
+        np.testing.assert_array_equal(a, b)
+    resumed.learn(40, reset_num_timesteps=False)
+
+    assert resumed.num_timesteps == 100 and resumed.epoch == uninterrupted.epoch
+    for (name, a), b in zip(uninterrupted.policy.state_dict().items(), resumed.policy.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert resumed.episode_buffer.lengths.tolist() == uninterrupted.episode_buffer.lengths.tolist()
+    # a resume with a fresh env (the runner's resume=) resets it: the episode being collected is stored as it was
+    fresh = Diamond.load(checkpoint, env=breakout_env(), device="cpu")
+    assert fresh._last_obs is None and fresh._collect_hidden is None
+    pending = fresh.episode_buffer.pending_steps[0]
+    episodes = fresh.episode_buffer.num_episodes
+    fresh.learn(20, reset_num_timesteps=False)
+    assert fresh.episode_buffer.lengths[episodes] == pending

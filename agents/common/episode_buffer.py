@@ -7,7 +7,9 @@ weights or Delta-IRIS's count-based episode weights (``src/data/episode_count.py
 World-model (DIAMOND, Delta-IRIS), sequence (DT, RADT) and imitation (ACT) agents all use it.
 
 Step ``t`` of an episode holds the observation the action was taken in, the action, the reward that followed and
-whether the episode terminated (``end``) or was truncated (``trunc``) with it; the two are never merged.
+whether the episode terminated (``end``) or was truncated (``trunc``) with it; the two are never merged. An episode
+may also keep its ``final_obs``: the observation after its last action (SB3's ``terminal_observation`` info), which
+no step holds; DIAMOND's reward/end model sees it after a termination (official ``Episode.info["final_observation"]``).
 
 Two companion modules keep this one to storage and segments: :mod:`agents.common.episode_sampling` (pure functions:
 episode weights, DIAMOND's window rules) and :mod:`agents.common.episode_io` (the .npz file and the D4RL layout,
@@ -46,6 +48,7 @@ class Episode:
     end: np.ndarray  # [T] bool, termination
     trunc: np.ndarray  # [T] bool, truncation
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [T, ...]
+    final_obs: np.ndarray | None = None  # [*obs_shape], the observation after the last action, when known
 
     def __len__(self) -> int:
         return len(self.rew)
@@ -64,6 +67,8 @@ class Segment:
     episode_ids: np.ndarray  # [B] index of the episode in the buffer
     starts: np.ndarray  # [B] first timestep of the window, negative when left-padded
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [B, L, ...]
+    final_obs: np.ndarray | None = None  # [B, *obs_shape] each window's episode's final_obs, zeros where it has none
+    has_final_obs: np.ndarray | None = None  # [B] bool
 
 
 def coerce_array(name: str, value: Any, shape: Shape, dtype: np.dtype) -> np.ndarray:
@@ -98,14 +103,14 @@ class EpisodeBuilder:
         for key, value in step.items():
             self._steps.setdefault(key, []).append(np.asarray(value))
 
-    def build(self) -> Episode:
-        """Stack the collected steps into an :class:`Episode` and start a new one."""
+    def build(self, final_obs: Any = None) -> Episode:
+        """Stack the collected steps into an :class:`Episode` (with ``final_obs`` when given) and start a new one."""
         if len(self) == 0:
             raise ValueError("cannot build an episode from 0 steps")
         stacked = {key: np.stack(values) for key, values in self._steps.items()}
         self._steps = {}
         core = {key: stacked.pop(key) for key in CORE_FIELDS}
-        return Episode(**core, extras=stacked)
+        return Episode(**core, extras=stacked, final_obs=None if final_obs is None else np.asarray(final_obs))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,6 +161,7 @@ class EpisodeBuffer:
         self._head = self._tail = 0  # live steps are self._data[key][self._head:self._tail]
         self._starts = np.zeros(0, np.int64)  # offset of each live episode in the arrays
         self._lengths = np.zeros(0, np.int64)
+        self._final: list[np.ndarray | None] = []  # per live episode: its final_obs or None
         self._counts: dict[str, np.ndarray] = {}  # counter key -> times each episode was sampled (Delta-IRIS)
         self._builders: dict[int, EpisodeBuilder] = {}
         self.num_evicted = 0
@@ -199,31 +205,49 @@ class EpisodeBuffer:
         values = {name: getattr(episode, name) for name in CORE_FIELDS}
         values.update({EXTRA_PREFIX + name: value for name, value in episode.extras.items()})
         arrays = {key: coerce_array(key, values[key], (n, *shape), dtype) for key, (shape, dtype) in self.spec.items()}
+        obs_shape, obs_dtype = self.spec["obs"]
+        final = episode.final_obs
+        final = None if final is None else coerce_array("final_obs", final, obs_shape, obs_dtype)
         self._reserve(n)
         for key, arr in arrays.items():
             self._data[key][self._tail : self._tail + n] = arr
         self._starts = np.append(self._starts, self._tail)
         self._lengths = np.append(self._lengths, n)
+        self._final.append(None if final is None else final.copy())
         self._counts = {key: np.append(c, 0) for key, c in self._counts.items()}
         self._tail += n
         self._evict()
         return self.num_episodes - 1
 
     def add_step(
-        self, env_index: int, obs: Any, act: Any, rew: float, end: bool, trunc: bool, extras: Mapping | None = None
+        self,
+        env_index: int,
+        obs: Any,
+        act: Any,
+        rew: float,
+        end: bool,
+        trunc: bool,
+        extras: Mapping | None = None,
+        final_obs: Any = None,
     ) -> int | None:
-        """Record one step of env ``env_index`` of a VecEnv; when it ends or is truncated, store the episode.
+        """Record one step of env ``env_index`` of a VecEnv; when it ends or is truncated, store the episode, with
+        ``final_obs`` (the observation after this last action, e.g. ``info["terminal_observation"]``) when given.
 
         :return: the id of the stored episode, or None while the episode goes on
         """
         builder = self._builders.setdefault(env_index, EpisodeBuilder())
         builder.add(obs, act, rew, end, trunc, extras)
-        return self.add_episode(builder.build()) if bool(end) or bool(trunc) else None
+        return self.add_episode(builder.build(final_obs)) if bool(end) or bool(trunc) else None
 
-    def finish_episode(self, env_index: int) -> int | None:
+    def finish_episode(self, env_index: int, final_obs: Any = None) -> int | None:
         """Store the steps recorded so far for ``env_index`` as they are (e.g. at the end of collection)."""
         builder = self._builders.get(env_index)
-        return self.add_episode(builder.build()) if builder is not None and len(builder) > 0 else None
+        return self.add_episode(builder.build(final_obs)) if builder is not None and len(builder) > 0 else None
+
+    @property
+    def pending_steps(self) -> dict[int, int]:
+        """Steps recorded by :meth:`add_step` per env index whose episode is not stored yet."""
+        return {i: len(b) for i, b in self._builders.items() if len(b) > 0}
 
     def _reserve(self, n: int) -> None:
         """Make room for ``n`` more steps: compact the live steps to the front, doubling the capacity if needed."""
@@ -249,7 +273,7 @@ class EpisodeBuffer:
             k += 1
         if k > 0:
             self._head = int(self._starts[k])
-            self._starts, self._lengths = self._starts[k:], self._lengths[k:]
+            self._starts, self._lengths, self._final = self._starts[k:], self._lengths[k:], self._final[k:]
             self._counts = {key: c[k:] for key, c in self._counts.items()}
             self.num_evicted += k
 
@@ -265,7 +289,8 @@ class EpisodeBuffer:
         start, stop = self._starts[i], self._starts[i] + self._lengths[i]
         steps = {key: arr[start:stop].copy() for key, arr in self._data.items()}
         extras = {key[len(EXTRA_PREFIX) :]: steps.pop(key) for key in list(steps) if key.startswith(EXTRA_PREFIX)}
-        return Episode(**steps, extras=extras)
+        final = self._final[i]
+        return Episode(**steps, extras=extras, final_obs=None if final is None else final.copy())
 
     # --- sampling --------------------------------------------------------------------------------------------
     def _counter(self, counter_key: str) -> np.ndarray:
@@ -314,7 +339,8 @@ class EpisodeBuffer:
         return self.get_segments(episode_ids, starts, seq_len)
 
     def get_segments(self, episode_ids: Sequence[int], starts: Sequence[int], seq_len: int) -> Segment:
-        """Windows ``[start, start + seq_len)`` of the given episodes, zero-padded outside the episode."""
+        """Windows ``[start, start + seq_len)`` of the given episodes, zero-padded outside the episode, with each
+        episode's ``final_obs`` (zeros and ``has_final_obs`` False where it has none)."""
         ids, starts = np.asarray(episode_ids, np.int64), np.asarray(starts, np.int64)
         if ids.ndim != 1 or ids.shape != starts.shape:
             raise ValueError(f"episode_ids {ids.shape} and starts {starts.shape} must be 1-D of the same length")
@@ -329,7 +355,13 @@ class EpisodeBuffer:
             out[key] = arr[index]
             out[key][~mask] = 0
         extras = {key[len(EXTRA_PREFIX) :]: out.pop(key) for key in list(out) if key.startswith(EXTRA_PREFIX)}
-        return Segment(**out, mask=mask, episode_ids=ids, starts=starts, extras=extras)
+        obs_shape, obs_dtype = self.spec["obs"]
+        final_obs, has_final = np.zeros((len(ids), *obs_shape), obs_dtype), np.zeros(len(ids), np.bool_)
+        for row, i in enumerate(ids):
+            if (final := self._final[i]) is not None:
+                final_obs[row], has_final[row] = final, True
+        return Segment(**out, mask=mask, episode_ids=ids, starts=starts, extras=extras, final_obs=final_obs,
+                       has_final_obs=has_final)
 
     def sample_steps(self, batch_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``(episode_ids, timesteps)`` of ``batch_size`` steps drawn uniformly over all held steps."""

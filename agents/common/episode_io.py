@@ -4,8 +4,13 @@ The buffer's ``save``/``load``/``to_d4rl_dict``/``from_d4rl_dict`` delegate here
 functions. Files go through the .npz helpers of :mod:`agents.common.buffers`: written atomically, read without
 pickle, and every array is checked before a buffer is built from it.
 
-This module reads and restores the buffer's internal arrays (``_data``, ``_starts``, ``_lengths``, ``_counts``):
-it is the buffer's persistence, kept apart so that the storage itself stays readable in one sitting.
+This module reads and restores the buffer's internal arrays (``_data``, ``_starts``, ``_lengths``, ``_counts``,
+``_final``, ``_builders``): it is the buffer's persistence, kept apart so that the storage itself stays readable in one
+sitting. Optional arrays (files written before they existed load without them):
+
+* ``final_obs [E, *obs_shape]`` and ``has_final_obs [E]``: each episode's observation after its last action;
+* ``pending.env_index [k]``, ``pending.lengths [k]`` and ``pending.<field>`` (the steps concatenated): the steps of
+  episodes still being collected by ``add_step``, so that a run resumed in the same process continues them.
 """
 
 from __future__ import annotations
@@ -17,11 +22,21 @@ from pathlib import Path
 import numpy as np
 
 from agents.common.buffers import atomic_savez, check_array, read_npz
-from agents.common.episode_buffer import CORE_FIELDS, EXTRA_PREFIX, Episode, EpisodeBuffer, coerce_array
+from agents.common.episode_buffer import (
+    CORE_FIELDS,
+    EXTRA_PREFIX,
+    Episode,
+    EpisodeBuffer,
+    EpisodeBuilder,
+    coerce_array,
+)
 
-__all__ = ["COUNT_PREFIX", "from_d4rl_dict", "load_episode_buffer", "save_episode_buffer", "to_d4rl_dict"]
+__all__ = ["COUNT_PREFIX", "PENDING_PREFIX", "from_d4rl_dict", "load_episode_buffer", "save_episode_buffer",
+           "to_d4rl_dict"]
 
 COUNT_PREFIX = "count."
+PENDING_PREFIX = "pending."
+FINAL_FIELDS = ("final_obs", "has_final_obs")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -34,7 +49,56 @@ def save_episode_buffer(buffer: EpisodeBuffer, path: str | Path) -> None:
     arrays.update({COUNT_PREFIX + key: c for key, c in buffer._counts.items()})
     arrays["capacity_steps"] = np.asarray(-1 if buffer.capacity_steps is None else buffer.capacity_steps, np.int64)
     arrays["num_evicted"] = np.asarray(buffer.num_evicted, np.int64)
+    obs_shape, obs_dtype = buffer.spec["obs"]
+    arrays["has_final_obs"] = np.array([f is not None for f in buffer._final], np.bool_)
+    arrays["final_obs"] = np.zeros((buffer.num_episodes, *obs_shape), obs_dtype)
+    for i, final in enumerate(buffer._final):
+        if final is not None:
+            arrays["final_obs"][i] = final
+    arrays.update(_pending_arrays(buffer))
     atomic_savez(path, arrays)
+
+
+def _pending_arrays(buffer: EpisodeBuffer) -> dict[str, np.ndarray]:
+    """The steps of the episodes still being collected, concatenated env after env."""
+    pending = {i: b for i, b in sorted(buffer._builders.items()) if len(b) > 0}
+    if not pending:
+        return {}
+    out = {PENDING_PREFIX + "env_index": np.array(list(pending), np.int64),
+           PENDING_PREFIX + "lengths": np.array([len(b) for b in pending.values()], np.int64)}
+    for key, (shape, dtype) in buffer.spec.items():
+        name = key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key
+        steps = [np.stack(b._steps[name]) for b in pending.values()]
+        out[PENDING_PREFIX + key] = np.concatenate([coerce_array(key, s, (len(s), *shape), dtype) for s in steps])
+    return out
+
+
+def _restore_pending(buffer: EpisodeBuffer, data: Mapping[str, np.ndarray], where: str) -> None:
+    """Builders of ``buffer`` from the ``pending.*`` arrays of ``data``, checked against the buffer's spec."""
+    keys = sorted(k for k in data if k.startswith(PENDING_PREFIX))
+    if not keys:
+        return
+    expected = sorted(PENDING_PREFIX + k for k in ("env_index", "lengths", *buffer.spec))
+    if keys != expected:
+        raise ValueError(f"{where}: pending arrays {keys}; expected exactly {expected}")
+    index, lengths = data[PENDING_PREFIX + "env_index"], data[PENDING_PREFIX + "lengths"]
+    n = len(lengths) if lengths.ndim == 1 else -1
+    check_array(where, "pending.env_index", index, (n,), np.dtype(np.int64))
+    check_array(where, "pending.lengths", lengths, (n,), np.dtype(np.int64))
+    if (lengths < 1).any() or (index < 0).any() or len(np.unique(index)) != n:
+        raise ValueError(f"{where}: pending env indices {index.tolist()} must be distinct and >= 0, lengths "
+                         f"{lengths.tolist()} >= 1")
+    total = int(lengths.sum())
+    steps = {}
+    for key, (shape, dtype) in buffer.spec.items():
+        steps[key] = coerce_array(PENDING_PREFIX + key, data[PENDING_PREFIX + key], (total, *shape), dtype)
+    offsets = np.cumsum(lengths) - lengths
+    for env_index, start, length in zip(index.tolist(), offsets.tolist(), lengths.tolist(), strict=True):
+        builder = EpisodeBuilder()
+        for key, arr in steps.items():
+            name = key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key
+            builder._steps[name] = list(arr[start : start + length])
+        buffer._builders[env_index] = builder
 
 
 def check_episode_starts(starts: np.ndarray, num_steps: int, where: str) -> None:
@@ -52,8 +116,12 @@ def _check_episode_file(data: Mapping[str, np.ndarray], where: str) -> np.ndarra
     required = {*CORE_FIELDS, "lengths", "episode_starts", "capacity_steps", "num_evicted"}
     if missing := sorted(required - set(data)):
         raise ValueError(f"{where} is missing array(s) {missing}; an EpisodeBuffer file holds {sorted(required)}")
-    if unknown := sorted(k for k in data if k not in required and not k.startswith((EXTRA_PREFIX, COUNT_PREFIX))):
-        raise ValueError(f"{where} holds unknown array(s) {unknown}; allowed: {sorted(required)}, extra.*, count.*")
+    optional = (EXTRA_PREFIX, COUNT_PREFIX, PENDING_PREFIX)
+    if unknown := sorted(k for k in data if k not in required | set(FINAL_FIELDS) and not k.startswith(optional)):
+        raise ValueError(f"{where} holds unknown array(s) {unknown}; allowed: {sorted(required)}, "
+                         f"{', '.join(FINAL_FIELDS)}, extra.*, count.*, pending.*")
+    if (FINAL_FIELDS[0] in data) != (FINAL_FIELDS[1] in data):
+        raise ValueError(f"{where}: 'final_obs' and 'has_final_obs' come together; it holds only one of them")
     for key in ("capacity_steps", "num_evicted"):
         check_array(where, key, data[key], (), np.dtype(np.int64))
     if data["num_evicted"] < 0:
@@ -77,6 +145,9 @@ def _check_episode_file(data: Mapping[str, np.ndarray], where: str) -> np.ndarra
             check_array(where, key, arr, (num_episodes,), np.dtype(np.int64))
             if (arr < 0).any():
                 raise ValueError(f"{where}: '{key}' holds negative counts; expected counts >= 0")
+    if "final_obs" in data:
+        check_array(where, "has_final_obs", data["has_final_obs"], (num_episodes,), np.dtype(np.bool_))
+        check_array(where, "final_obs", data["final_obs"], (num_episodes, *data["obs"].shape[1:]), data["obs"].dtype)
     return offsets
 
 
@@ -99,6 +170,12 @@ def load_episode_buffer(cls: type[EpisodeBuffer], path: str | Path) -> EpisodeBu
     for key in (k for k in data if k.startswith(COUNT_PREFIX)):
         buffer._counter(key[len(COUNT_PREFIX) :])[:] = data[key]
     buffer.num_evicted = int(data["num_evicted"])
+    if "final_obs" in data:
+        buffer._final = [f.copy() if has else None for f, has in zip(data["final_obs"], data["has_final_obs"],
+                                                                     strict=True)]
+    else:
+        buffer._final = [None] * len(lengths)
+    _restore_pending(buffer, data, where)
     buffer._evict()
     return buffer
 

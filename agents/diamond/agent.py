@@ -1,14 +1,25 @@
 """DIAMOND (Alonso et al., NeurIPS 2024, "Diffusion for World Modeling: Visual Details Matter in Atari",
 arXiv 2405.12399) as an SB3 algorithm, registered as ``diamond``.
 
-``learn(total_timesteps=n)`` runs the paper's loop (``src/trainer.py`` of github.com/eloialonso/diamond) until ``n``
-env steps: epoch 0 collects ``initial_collect_steps`` random steps, later epochs ``collect_steps`` steps with the
-current policy (``epsilon`` random actions); after each collection the denoiser, the reward/end model and the
-actor-critic train ``train_steps`` steps each (``first_epoch_train_steps`` in epoch 0). World-model batches are
-segments of the shared :class:`~agents.common.episode_buffer.EpisodeBuffer` drawn with DIAMOND's recency weights;
+``learn(total_timesteps=n)`` runs the paper's loop (``src/trainer.py`` of github.com/eloialonso/diamond;
+:mod:`agents.diamond.loop`): a random initial collection (``initial_collect_steps``, extended until ``threshold_rew``
+minority-reward steps), then epochs that collect ``collect_steps`` steps with the current policy (``epsilon`` random
+actions) and train the denoiser, the reward/end model and the actor-critic ``train_steps`` steps each
+(``first_epoch_train_steps`` in the first), then ``num_final_epochs`` epochs of training alone. Callbacks see the
+steps at epoch ends, so checkpoints fall between epochs and a resumed run repeats no epoch and skips none; a
+checkpoint holds everything the loop carries (the last observation and the collection LSTM state, the imagination's
+envs and LSTM state, the episodes being collected with ``replay_buffer=True``, every RNG), so that
+``learn(n); save; load(force_reset=False); learn(m)`` in one process gives the weights of ``learn(m)``. The reward/end
+model sees each episode's real final observation after a termination (official ``Segment.info``). World-model batches
+are segments of the shared :class:`~agents.common.episode_buffer.EpisodeBuffer` drawn with DIAMOND's recency weights;
 the actor-critic learns from ``imagination_batch_size`` imagined rollouts of ``horizon`` steps started from real
 4-frame contexts (:mod:`world_models.imagination`, :mod:`agents.common.actor_critic`). Each model has its AdamW
 (lr 1e-4, eps 1e-8, linear warm-up over ``warmup_steps``) and its gradient-norm clip.
+
+Evaluation: ``predict(deterministic=True)`` takes the argmax of the policy, as SB3's contract says; the official test
+collector samples from the policy (``epsilon`` 0 but ``Categorical(logits).sample()``, ``src/coroutines/env_loop.py``).
+The runners' periodic evaluation (``EvalCallback``) is deterministic for every agent; evaluate DIAMOND as the paper
+does with ``python -m runners.evaluate model=... deterministic=false`` (:attr:`Diamond.official_eval_deterministic`).
 
 Usage::
 
@@ -19,7 +30,7 @@ Usage::
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +43,7 @@ from agents.common.actor_critic import ImaginationLoop, actor_critic_loss
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
+from agents.diamond.loop import EpochLoop
 from agents.diamond.policy import DiamondPolicy
 from world_models.diamond import batch_from_segment, frames_to_tensor
 from world_models.imagination import WorldModelEnv
@@ -39,40 +51,7 @@ from world_models.imagination import WorldModelEnv
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
 
 
-class _EpochLoop:
-    """DIAMOND's ``learn`` (placed after :class:`ZooAlgorithm`, which times it)."""
-
-    def learn(self, total_timesteps: int, callback: Any = None, log_interval: int | None = None,
-              tb_log_name: str = "", reset_num_timesteps: bool = True, progress_bar: bool = False) -> Any:
-        """Train until ``total_timesteps`` env steps: collect, then train the three models, epoch after epoch."""
-        total_timesteps, callback = self._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name,
-                                                      progress_bar)
-        callback.on_training_start(locals(), globals())
-        interval, started, start_steps = log_interval or self.log_interval, time.time(), self.num_timesteps
-        while self.num_timesteps < total_timesteps:
-            first = self.epoch == 0
-            n = self.initial_collect_steps if first else self.collect_steps
-            if not self.collect(min(n, total_timesteps - self.num_timesteps), first, callback):
-                break
-            logs = self.train(tuple(self.first_epoch_train_steps) if first else (self.train_steps,) * 3)
-            self.epoch += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if self.epoch % interval == 0:
-                for key, value in logs.items():
-                    self.logger.record(key, value)
-                if self.ep_info_buffer:
-                    self.logger.record("rollout/ep_rew_mean", float(np.mean([e["r"] for e in self.ep_info_buffer])))
-                    self.logger.record("rollout/ep_len_mean", float(np.mean([e["l"] for e in self.ep_info_buffer])))
-                self.logger.record("time/fps", (self.num_timesteps - start_steps) / max(time.time() - started, 1e-9))
-                self.logger.record("time/epochs", self.epoch)
-                self.logger.record("train/n_updates", self._n_updates)
-                self.logger.dump(self.num_timesteps)
-        callback.on_training_end()
-        return self
-
-
-
-class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
+class Diamond(ZooAlgorithm, EpochLoop, BaseAlgorithm):
     """DIAMOND: an EDM diffusion world model and an actor-critic trained in its imagination.
 
     :param size: networks, ``paper`` or ``tiny``
@@ -82,10 +61,15 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
     :param grad_clip: max gradient norm per component (``[1.0, 100.0, 100.0]``)
     :param batch_size: segments per world-model step (32)
     :param rew_end_seq_length: frames per reward/end segment (19 = horizon 15 + 4 context frames)
-    :param initial_collect_steps: random env steps of epoch 0 (5000)
-    :param collect_steps: env steps per later epoch (100)
+    :param initial_collect_steps: random env steps of the initial collection at least (5000, ``first_epoch.min``)
+    :param initial_collect_max_steps: the initial collection stops there even below ``threshold_rew`` (10000,
+        ``first_epoch.max``; None: no maximum)
+    :param threshold_rew: the initial collection goes on (``collect_steps`` at a time) until this many collected
+        steps carry a minority reward sign (10, ``first_epoch.threshold_rew``)
+    :param collect_steps: env steps per epoch (100)
     :param train_steps: updates of each component per epoch (400)
-    :param first_epoch_train_steps: updates per component in epoch 0 (``[10000, 10000, 5000]``)
+    :param first_epoch_train_steps: updates per component in the first epoch (``[10000, 10000, 5000]``)
+    :param num_final_epochs: epochs of training without collection after the budget (50; all three models train)
     :param imagination_batch_size: parallel imagined rollouts (32)
     :param horizon: imagination horizon and backup length (15)
     :param gamma, lam: discount and lambda of the lambda-returns (0.985, 0.95)
@@ -99,6 +83,8 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
     """
 
     agent_id = "diamond"
+    #: the official test-time policy samples (see the module docstring); the runners' evaluation takes the argmax
+    official_eval_deterministic: ClassVar[bool] = False
     policy_aliases: ClassVar[dict[str, type]] = {"CnnPolicy": DiamondPolicy, "DiamondPolicy": DiamondPolicy}
     policy: DiamondPolicy
 
@@ -114,9 +100,12 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
         batch_size: int = 32,
         rew_end_seq_length: int = 19,
         initial_collect_steps: int = 5000,
+        initial_collect_max_steps: int | None = 10000,
+        threshold_rew: int = 10,
         collect_steps: int = 100,
         train_steps: int = 400,
         first_epoch_train_steps: list[int] | tuple[int, ...] = (10000, 10000, 5000),
+        num_final_epochs: int = 50,
         imagination_batch_size: int = 32,
         horizon: int = 15,
         gamma: float = 0.985,
@@ -144,6 +133,8 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
         if int(initial_collect_steps) < 1 or int(collect_steps) < 1:
             raise ValueError(f"initial_collect_steps={initial_collect_steps} and collect_steps={collect_steps} "
                              "must be >= 1")
+        if int(threshold_rew) < 0 or int(num_final_epochs) < 0:
+            raise ValueError(f"threshold_rew={threshold_rew} and num_final_epochs={num_final_epochs} must be >= 0")
         self.hyperparams = encode_hyperparams({k: v for k, v in args.items() if k not in RUNTIME_ARGS})
         self.zoo_config = None
         BaseAlgorithm.__init__(  # not ZooAlgorithm.__init__: the hyperparameters are this constructor's, set above
@@ -156,6 +147,8 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
         self.warmup_steps, self.batch_size, self.rew_end_seq_length = int(warmup_steps), int(batch_size), \
             int(rew_end_seq_length)
         self.initial_collect_steps, self.collect_steps = int(initial_collect_steps), int(collect_steps)
+        self.initial_collect_max_steps = None if initial_collect_max_steps is None else int(initial_collect_max_steps)
+        self.threshold_rew, self.num_final_epochs = int(threshold_rew), int(num_final_epochs)
         self.train_steps, self.first_epoch_train_steps = int(train_steps), [int(s) for s in first_epoch_train_steps]
         self.imagination_batch_size, self.horizon = int(imagination_batch_size), int(horizon)
         self.gamma, self.lam = float(gamma), float(lam)
@@ -178,7 +171,10 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
             setattr(self, f"optimizer_{name}", opt)
             self.optimizers[name] = opt
         self.updates = dict.fromkeys(COMPONENTS, 0)
-        self.epoch = 0
+        self.epoch, self.final_epochs_done = 0, 0
+        self.reward_counts = np.zeros(3, np.int64)  # collected steps per reward sign -1, 0, 1
+        self._step_reports: list[tuple[np.ndarray, list[dict]]] = []  # env steps not yet shown to the callbacks
+        self._imagination_state: dict[str, torch.Tensor] | None = None  # a loaded checkpoint's, until used
         self.episode_buffer = EpisodeBuffer((*self.observation_space.shape[1:], 3), np.uint8, (), np.int64,
                                             capacity_steps=self.buffer_capacity)
         self._sampler = np.random.default_rng(self.seed)
@@ -187,34 +183,6 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", *(f"optimizer_{name}" for name in COMPONENTS)], []
-
-    # ------------------------------------------------------------------ collection
-    def _hwc(self, obs: np.ndarray) -> np.ndarray:
-        return np.moveaxis(obs, 1, -1) if obs.shape[1:] == self.observation_space.shape else obs
-
-    def collect(self, n_steps: int, random: bool, callback: Any) -> bool:
-        """``n_steps`` env steps (per env of the VecEnv: ``ceil(n / n_envs)``) into the episode buffer."""
-        env, n = self.env, self.env.num_envs  # type: ignore[union-attr]
-        for _ in range(-(-n_steps // n)):
-            obs = self._last_obs
-            if random:
-                act = np.array([self.action_space.sample() for _ in range(n)])
-            else:
-                act, self._collect_hidden = self.policy.predict(obs, self._collect_hidden, self._last_episode_starts)
-                explore = self._sampler.random(n) < self.epsilon
-                act = np.where(explore, self._sampler.integers(0, self.action_space.n, n), act)
-            new_obs, rew, dones, infos = env.step(act)
-            frames = self._hwc(obs)
-            for i in range(n):
-                trunc = bool(dones[i]) and bool(infos[i].get("TimeLimit.truncated", False))
-                self.episode_buffer.add_step(i, frames[i], act[i], float(rew[i]), bool(dones[i]) and not trunc, trunc)
-            self.num_timesteps += n
-            self._update_info_buffer(infos, dones)
-            self._last_obs, self._last_episode_starts = new_obs, dones
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-        return True
 
     # ------------------------------------------------------------------ training
     def _update(self, name: str, loss: torch.Tensor, clip: float) -> float:
@@ -231,7 +199,7 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
     def _segments(self, batch_size: int, seq_len: int, beyond_end: bool) -> Any:
         seg = self.episode_buffer.sample_segments(batch_size, seq_len, self._sampler, beyond_end,
                                                   weights=self.sample_weights, counter_key="diamond")
-        return batch_from_segment(seg, self.device)
+        return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
 
     def _contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         seg = self.episode_buffer.sample_segments(n, self.policy.denoiser.cfg.unet.num_steps_conditioning,
@@ -260,12 +228,10 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
             add("world_model/loss_rew", logs["loss_rew"])
             add("world_model/loss_end", logs["loss_end"])
             self._update("rew_end_model", loss, self.grad_clip[1])
+        self.policy.denoiser.eval()  # the world model only imagines from here on
+        self.policy.rew_end_model.eval()
         if steps[2] and self._imagination is None:
-            self.policy.denoiser.eval()
-            self.policy.rew_end_model.eval()
-            wm_env = WorldModelEnv(self.policy.sampler, self.policy.rew_end_model, self._contexts, self.horizon,
-                                   self.imagination_batch_size)
-            self._imagination = ImaginationLoop(wm_env, self.policy.actor_critic)
+            self._imagination = self._make_imagination()
         for _ in range(steps[2]):
             rollout = self._imagination.collect(self.horizon)  # type: ignore[union-attr]
             loss, logs = actor_critic_loss(rollout, self.gamma, self.lam, self.weight_value_loss,
@@ -280,13 +246,65 @@ class Diamond(ZooAlgorithm, _EpochLoop, BaseAlgorithm):
         return {key: float(np.mean(values)) for key, values in sums.items()}
 
     # ------------------------------------------------------------------ state
+    IMAGINATION_STATE = ("env.obs_buffer", "env.act_buffer", "env.hidden_h", "env.hidden_c", "env.ep_len",
+                         "loop.obs", "loop.hidden_h", "loop.hidden_c")
+
+    def _make_imagination(self) -> ImaginationLoop:
+        """The imagined envs and the actor-critic's rollout loop, continuing a loaded checkpoint's when it had one."""
+        wm_env = WorldModelEnv(self.policy.sampler, self.policy.rew_end_model, self._contexts, self.horizon,
+                               self.imagination_batch_size)
+        loop = ImaginationLoop(wm_env, self.policy.actor_critic)
+        if (saved := self._imagination_state) is not None:
+            t = {k: saved[k].to(self.device) for k in self.IMAGINATION_STATE}
+            wm_env.obs_buffer, wm_env.act_buffer, wm_env.ep_len = t["env.obs_buffer"], t["env.act_buffer"], \
+                t["env.ep_len"]
+            wm_env.hidden, wm_env.num_envs = (t["env.hidden_h"], t["env.hidden_c"]), t["env.obs_buffer"].shape[0]
+            loop.obs, loop.hidden = t["loop.obs"], (t["loop.hidden_h"], t["loop.hidden_c"])
+            self._imagination_state = None
+        return loop
+
     def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         state = super()._zoo_state(tensors)
-        state.update(epoch=self.epoch, updates=dict(self.updates), sampler=self._sampler.bit_generator.state)
+        state.update(epoch=self.epoch, final_epochs_done=self.final_epochs_done, updates=dict(self.updates),
+                     sampler=self._sampler.bit_generator.state, reward_counts=self.reward_counts.tolist())
+        if self._last_obs is not None:  # where collection stands, for load(force_reset=False) with the same env
+            tensors["collect.last_obs"] = torch.as_tensor(np.asarray(self._last_obs)).clone()
+            state["last_episode_starts"] = np.asarray(self._last_episode_starts, bool).tolist()
+            if self._collect_hidden is not None:
+                tensors["collect.hidden_h"], tensors["collect.hidden_c"] = (torch.as_tensor(h).clone()
+                                                                            for h in self._collect_hidden)
+        loop = self._imagination
+        if loop is not None and loop.obs is not None:
+            env = loop.env
+            values = (env.obs_buffer, env.act_buffer, *env.hidden, env.ep_len, loop.obs, *loop.hidden)
+            for key, value in zip(self.IMAGINATION_STATE, values, strict=True):
+                tensors[f"imagination.{key}"] = value.detach().cpu().clone()
+        elif self._imagination_state is not None:
+            tensors.update({f"imagination.{k}": v for k, v in self._imagination_state.items()})
         return state
 
     def _zoo_set_state(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super()._zoo_set_state(state, tensors)
         self.epoch, self.updates = int(state["epoch"]), {k: int(state["updates"][k]) for k in COMPONENTS}
+        self.final_epochs_done = int(state.get("final_epochs_done", 0))
+        self.reward_counts = np.asarray(state.get("reward_counts", [0, 0, 0]), np.int64).reshape(3)
         self._sampler = np.random.default_rng()
         self._sampler.bit_generator.state = state["sampler"]
+        if "collect.last_obs" in tensors:
+            self._last_obs = tensors["collect.last_obs"].numpy()
+            self._last_episode_starts = np.asarray(state["last_episode_starts"], bool)
+            if "collect.hidden_h" in tensors:
+                self._collect_hidden = (tensors["collect.hidden_h"].numpy(), tensors["collect.hidden_c"].numpy())
+        if "imagination.loop.obs" in tensors:
+            self._imagination_state = {k: tensors[f"imagination.{k}"] for k in self.IMAGINATION_STATE}
+
+    @classmethod
+    def load(cls, path: str | Path, env: Any = None, device: torch.device | str = "auto", custom_objects: Any = None,
+             print_system_info: bool = False, force_reset: bool = True, **kwargs: Any) -> Diamond:
+        """:meth:`ZooAlgorithm.load`; with ``force_reset=False`` and ``env`` (the same env, still running, in the
+        same process) collection continues where the checkpoint stopped instead of resetting the env (SB3's
+        meaning of ``force_reset``)."""
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if force_reset or env is None:  # a fresh env: learn() resets it, and every episode starts anew
+            model._last_obs, model._collect_hidden = None, None
+        return model  # type: ignore[return-value]
