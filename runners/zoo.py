@@ -3,9 +3,11 @@
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
     python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5] [command="..."]
+                              [export=true]
                                                  copy <run>/final into results/zoo/<name>, evaluate it, record it
                                                  (command: the training command as run, recorded verbatim;
-                                                 default: one rebuilt from the run's config)
+                                                 default: one rebuilt from the run's config; export: no optimizer
+                                                 state, large tensors in float16, for checkpoints over ~25 MB)
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from pathlib import Path
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
 from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, verify_entry, write_entry
-from agents.common.registry import get_spec
+from agents.common.registry import get_spec, load_agent
 from agents.radt.alignment import evaluate_alignment, paper_targets
 from envs.datasets import REPLAY_DATASET, load_dataset
-from runners.cli import UsageError, check_keys, parse_args, parse_int, run_main
+from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_int, run_main
 from runners.evaluate import load_for_eval, reference_normalizer
 
 
@@ -60,7 +62,8 @@ def cmd_verify() -> int:
 
 
 def cmd_add(pairs: dict[str, str]) -> int:
-    check_keys(pairs, ("name", "run", "episodes", "alignment_episodes", "command", "debug"), "runners.zoo add")
+    keys = ("name", "run", "episodes", "alignment_episodes", "command", "export", "debug")
+    check_keys(pairs, keys, "runners.zoo add")
     if "name" not in pairs or "run" not in pairs:
         raise UsageError("zoo add needs name=<name> and run=<run dir>")
     name, run = pairs["name"], Path(pairs["run"])
@@ -68,6 +71,7 @@ def cmd_add(pairs: dict[str, str]) -> int:
         raise UsageError(f"name={name!r}: use letters, digits, '-' and '_' only")
     episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
     alignment_episodes = parse_int("alignment_episodes", pairs.get("alignment_episodes", "5"), minimum=1)
+    export = parse_bool("export", pairs.get("export", "false"))
     if not (run / "results.json").is_file():
         raise UsageError(f"run={run}: not a finished training run (no results.json); train it with runners.train")
     summary = json.loads((run / "results.json").read_text())
@@ -75,7 +79,10 @@ def cmd_add(pairs: dict[str, str]) -> int:
     load_checkpoint(run / "final")  # refuse a broken source before copying anything
     staging = ZOO_DIR / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run / "final", staging)
+    if export:  # weights only, large tensors in float16: what fits the zoo's size limit (the score is of this copy)
+        load_agent(run / "final", device="cpu").save(staging, export=True)
+    else:
+        shutil.copytree(run / "final", staging)
     if destination.exists():
         shutil.rmtree(destination)
     os.replace(staging, destination)

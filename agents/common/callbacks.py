@@ -8,13 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.checkpoint import verify_checkpoint
 from agents.common.evaluation import EvalResult, evaluate, primary_score
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
+TEMP_DIR = re.compile(r"^\.step_\d+\.tmp-\d+$")  # a checkpoint being written by save_checkpoint (or a killed one)
 
 
 class TrainingFault(RuntimeError):
@@ -37,11 +41,38 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
+def saves_between_rollouts(model: BaseAlgorithm) -> bool:
+    """Whether ``model`` trains with SB3's own rollout loop (``OnPolicyAlgorithm``/``OffPolicyAlgorithm.learn``).
+
+    That loop calls ``callback.on_step()`` after ``num_timesteps += n_envs`` but *before* the step's transition is
+    stored (and, off-policy, before ``_on_step``: exploration schedule, target update) and before the ``train()``
+    of the rollout; the next ``collect_rollouts`` starts with ``callback.on_rollout_start()``, after ``train()``.
+    A model may say so itself with a ``checkpoint_between_rollouts`` attribute (an agent with its own loop that
+    calls ``on_rollout_start`` after its updates).
+    """
+    declared = getattr(model, "checkpoint_between_rollouts", None)
+    if declared is not None:
+        return bool(declared)
+    for cls in type(model).__mro__:
+        if "learn" in vars(cls) and cls.__module__.startswith("stable_baselines3."):
+            return issubclass(cls, OffPolicyAlgorithm | OnPolicyAlgorithm)
+        if "learn" in vars(cls) and cls.__name__ != "ZooAlgorithm":
+            return False  # an agent with its own loop: its callbacks see each step after its update
+    return False
+
+
 class CheckpointCallback(BaseCallback):
     """Save ``run_dir/checkpoints/step_<n>`` every ``save_freq`` env steps, keeping the ``keep`` newest.
 
+    A checkpoint at step ``n`` holds everything up to and including step ``n``: its transition in the buffer and
+    the updates it triggers. For algorithms on SB3's rollout loop (see :func:`saves_between_rollouts`) a save that
+    falls due inside a rollout is therefore written at the start of the next rollout (after ``train()``), or when
+    training ends; it is named by the step it holds. A resumed run then starts a rollout exactly where the
+    interrupted one started it, and at most one save interval (rounded up to a rollout) of work is lost.
+
     A save that fails (disk full, read-only directory) is reported and training goes on: the previous checkpoint
-    is left as it was, because a new checkpoint only replaces anything once it is complete.
+    is left as it was, because a new checkpoint only replaces anything once it is complete. Temporary directories
+    left by a process killed in the middle of a save are removed when training (re)starts.
     """
 
     def __init__(self, run_dir: str | Path, save_freq: int, keep: int = 2, replay_buffer: bool = True) -> None:
@@ -51,15 +82,33 @@ class CheckpointCallback(BaseCallback):
         self.keep = keep
         self.replay_buffer = replay_buffer
         self._next_save = 0
+        self._deferred = False  # save at the next rollout start (SB3's rollout loop)
+        self._pending = False
 
     def _init_callback(self) -> None:
         self._next_save = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
+        self._deferred = saves_between_rollouts(self.model)
+        self._pending = False
+        for stale in (self.run_dir / "checkpoints").glob(".step_*.tmp-*"):
+            if TEMP_DIR.match(stale.name) and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
 
     def _on_step(self) -> bool:
         if self.model.num_timesteps >= self._next_save:
             self._next_save = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
-            self.save_now()
+            if self._deferred:
+                self._pending = True
+            else:
+                self.save_now()
         return True
+
+    def _on_rollout_start(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.save_now()
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()
 
     def save_now(self) -> Path | None:
         path = self.run_dir / "checkpoints" / f"step_{self.model.num_timesteps:010d}"

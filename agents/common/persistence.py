@@ -49,6 +49,7 @@ from agents.common.hyperparams import decode_hyperparams, encode_hyperparams
 from agents.common.spaces import describe_space, space_from_json, space_to_json
 
 REPLAY_FILE = "replay_buffer.npz"
+EXPORT_HALF_MIN = 4096  # save(export=True): float tensors at least this large are stored in float16
 EPISODE_BUFFER_FILE = "episode_buffer.npz"  # the EpisodeBuffer of world-model agents (attribute ``episode_buffer``)
 # Arguments that describe where and how verbosely to run, not the agent: never stored as hyperparameters.
 RUNTIME_ARGS = frozenset({"env", "device", "tensorboard_log", "verbose", "seed", "_init_setup_model"})
@@ -153,19 +154,33 @@ class ZooAlgorithm:
         self.action_space.np_random.bit_generator.state = rng["action_space"]
 
     # ------------------------------------------------------------------ save
-    def save(self, path: str | Path, exclude: Any = None, include: Any = None, *, replay_buffer: bool = False) -> Path:
+    def save(
+        self, path: str | Path, exclude: Any = None, include: Any = None, *, replay_buffer: bool = False,
+        export: bool = False,
+    ) -> Path:
         """Write a checkpoint directory at ``path`` (atomically). ``replay_buffer=True`` adds the replay buffer.
 
-        ``exclude``/``include`` are accepted for SB3 compatibility and ignored: the zoo format saves what
-        training needs, nothing pickled.
+        ``export=True`` writes a smaller checkpoint for the zoo: no optimizer state (loading it gives freshly
+        initialized optimizers, so fine-tuning restarts the moments) and float tensors of at least
+        ``EXPORT_HALF_MIN`` elements in float16 (loading casts them back to the model's dtype; small tensors such as
+        normalization statistics stay exact). ``exclude``/``include`` are accepted for SB3 compatibility and
+        ignored: the zoo format saves what training needs, nothing pickled.
         """
         tensors: dict[str, torch.Tensor] = {}
         state_dicts, variables = self._get_torch_save_params()
+        if export:
+            state_dicts = [n for n in state_dicts if not isinstance(self._attr(n), torch.optim.Optimizer)]
         objects = {name: split_tensors(self._attr(name).state_dict(), name, tensors) for name in state_dicts}
         for name in variables:
             tensors[name] = self._attr(name).detach().cpu().clone()
+        if export:
+            for key, value in tensors.items():
+                if value.is_floating_point() and value.numel() >= EXPORT_HALF_MIN:
+                    tensors[key] = value.to(torch.float16)
         state = self._zoo_state(tensors)
         state["objects"] = objects
+        if export:
+            state["export"] = {"optimizer": False, "float16_min_elements": EXPORT_HALF_MIN}
         state["variables"] = list(variables)
         meta = {
             "agent": self.agent_id,

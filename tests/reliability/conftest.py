@@ -21,7 +21,7 @@ HOPPER = {"name": "hopper", "family": "mujoco", "id": "Hopper-v5", "kwargs": {},
 COMMON = ["progress_bar=false", "torch_threads=1", "eval_episodes=1", "device=cpu"]
 # agent -> (env, arguments beyond COMMON); {data} is replaced by the path of the agent's dataset or demonstrations
 TINY_RUNS: dict[str, tuple[str, list[str]]] = {
-    "dqn": ("cartpole", ["preset=tiny", "total_timesteps=300", "save_freq=150", "eval_freq=0"]),
+    "dqn": ("cartpole", ["preset=tiny", "total_timesteps=300", "save_freq=148", "eval_freq=0"]),  # train_freq 4
     "ppo": ("cartpole", ["preset=tiny", "n_envs=1", "total_timesteps=128", "save_freq=64", "eval_freq=0", "n_steps=64",
                          "batch_size=32", "n_epochs=1"]),
     "sac": ("pendulum", ["preset=tiny", "total_timesteps=120", "save_freq=60", "eval_freq=0", "learning_starts=60",
@@ -123,3 +123,60 @@ def tree_digest(root: Path) -> dict[str, str]:
         else:
             digest[key] = "dir"
     return digest
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Longer tiny runs for kill-and-resume and determinism (items 1 and 2): every registered agent
+# --------------------------------------------------------------------------------------------------------------
+STOCH_ARGS = ["preset=tiny", "total_timesteps=480", "save_freq=60", "eval_freq=120", "learning_starts=60",
+              "batch_size=16", "env.max_episode_steps=50"]
+OFFLINE_ARGS = ["preset=tiny", "total_timesteps=80", "save_freq=10", "eval_freq=20", "agent.dataset={data}",
+                "log_interval=5", "context=3", "n_layer=1", "env.max_episode_steps=30"]
+# agent -> (env, arguments beyond COMMON, seconds of sleep per step in a killed run so that a kill lands mid-run)
+LONG_RUNS: dict[str, tuple[str, list[str], float]] = {
+    "dqn": ("cartpole", ["preset=tiny", "total_timesteps=800", "save_freq=100", "eval_freq=200"], 0.002),
+    "ppo": ("cartpole", ["preset=tiny", "n_envs=1", "total_timesteps=640", "save_freq=64", "eval_freq=128",
+                         "n_steps=32", "batch_size=32", "n_epochs=1"], 0.002),
+    "sac": ("pendulum", ["preset=tiny", "total_timesteps=400", "save_freq=50", "eval_freq=100", "learning_starts=60",
+                         "batch_size=16", "env.max_episode_steps=50"], 0.0),
+    **{agent: ("inverted_pendulum_512", STOCH_ARGS, 0.0) for agent in ("stochdqn", "stochddqn", "fulldqn", "fullddqn")},
+    "stochq": ("frozenlake_deterministic", ["preset=tiny", "total_timesteps=2000", "save_freq=250", "eval_freq=500"],
+               0.001),
+    "dt": ("hopper", OFFLINE_ARGS, 0.01),
+    "radt": ("hopper", OFFLINE_ARGS, 0.01),
+    "act": ("needle", ["preset=tiny", "total_timesteps=40", "save_freq=5", "eval_freq=10", "demos={data}",
+                       "env.kwargs.image_size=32", "log_interval=5", "env.max_episode_steps=10"], 0.0),
+    "diamond": ("breakout", ["preset=tiny", "total_timesteps=300", "save_freq=50", "eval_freq=0",
+                             "env.max_episode_frames=200"], 0.0),
+}
+LONG_AGENTS = tuple(LONG_RUNS)
+
+
+def arg_value(args: list[str], key: str) -> int:
+    return int(next(a for a in args if a.startswith(f"{key}=")).split("=", 1)[1])
+
+
+class LongRuns(TinyRuns):
+    """One uninterrupted :data:`LONG_RUNS` run per agent, trained in this process (the reference of items 1, 2)."""
+
+    def args(self, agent: str, run_dir: Path, *extra: str) -> list[str]:
+        env, args, _ = LONG_RUNS[agent]
+        data = {"dt": "hopper", "radt": "hopper", "act": "needle"}.get(agent)
+        args = [a.replace("{data}", str(self.data(data))) if data else a for a in args]
+        return [f"agent={agent}", f"env={env}", *COMMON, *args, f"run_dir={run_dir}", *extra]
+
+    def __getitem__(self, agent: str) -> Path:
+        if agent not in self._runs:
+            from runners.train import main as train_main
+
+            run_dir = self.root / "long" / agent
+            assert run_main(train_main, self.args(agent, run_dir)) == 0, agent
+            self._runs[agent] = run_dir
+        return self._runs[agent]
+
+
+@pytest.fixture(scope="session")
+def long_runs(runs: TinyRuns) -> LongRuns:
+    long = LongRuns(runs.root)
+    long._data = runs._data  # one dataset and one set of demonstrations per session
+    return long

@@ -82,7 +82,8 @@ def test_nan_observation_stops_the_run_at_its_step_and_keeps_the_last_checkpoint
     assert code == 1
     last = assert_stopped_with_an_intact_checkpoint(run_dir, capsys.readouterr().err, NAN_STEP,
                                                     "non-finite observation from the env")
-    assert last.name == "step_0000000100"
+    # the checkpoint due at step 100 holds its rollout's update: PPO (n_steps=32) writes it after step 128
+    assert last.name == ("step_0000000128" if agent == "ppo" else "step_0000000100")
 
 
 def poison_before(cls: type, method: str, call: int, monkeypatch: pytest.MonkeyPatch, parameter: str = "") -> None:
@@ -104,12 +105,13 @@ def poison_before(cls: type, method: str, call: int, monkeypatch: pytest.MonkeyP
 
 # agent -> (class path, method, poisoned call, arguments, step at which the guard stops the run)
 LOSS_RUNS = {
-    # PPO: update 2 follows the rollout of steps 33-64 (checkpoint at 50); the guard reads train/* at step 64. The
-    # value head is poisoned: NaN policy logits would be refused by torch's Categorical inside SB3's train() itself
-    "ppo": ("agents.baselines:PPO", "train:value_net.weight", 2,
+    # PPO: update 3 follows the rollout of steps 65-96; the guard reads train/* at step 96. The checkpoint due at
+    # step 50 is written after update 2, at step 64 (see CheckpointCallback). The value head is poisoned: NaN policy
+    # logits would be refused by torch's Categorical inside SB3's train() itself
+    "ppo": ("agents.baselines:PPO", "train:value_net.weight", 3,
             ["agent=ppo", "env=cartpole", "n_envs=1", "n_steps=32", "batch_size=32", "n_epochs=1",
              "total_timesteps=200"],
-            64),
+            96),
     # DQN (train_freq 4, learning_starts 50): the 3rd update runs after step 60 and is read at the next rollout
     "dqn": ("agents.baselines:DQN", "train", 3, ["agent=dqn", "env=cartpole", "learning_starts=50", "train_freq=4",
                                                  "total_timesteps=200"], 60),
