@@ -216,3 +216,12 @@ def test_bad_demos_input_exits_2_with_one_line(args: list[str], message: str, ca
     assert run_main(demos_main, args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_diverging_physics_truncates_the_episode_with_a_flag(env: NeedleHandoverEnv) -> None:
+    obs, _ = env.reset(seed=0)
+    env.data.qvel[:] = np.nan  # MuJoCo warns (bad QACC) and resets the simulation inside mj_step
+    obs, reward, terminated, truncated, info = env.step(obs["pose"])  # "stay where you are"
+    assert truncated and not terminated and info == {"is_success": False, "stage": 0, "sim_unstable": True}
+    _, _, _, truncated, info = env.step(obs["pose"])  # a healthy step after it is not flagged
+    assert "sim_unstable" not in info

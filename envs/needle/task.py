@@ -30,7 +30,9 @@ Reward: the stage at this step (not the best so far): 0; 1 the left tip within `
 needle or the left holds it; 2 the left holds it lifted (lowest point ``LIFT_HEIGHT`` = 1 cm above the pad);
 3 the right holds it lifted, the left no longer holds it, and the left lifted it earlier in the episode (a
 hand-over); 4 as 3 with the arc's midpoint inside the target sphere (``TARGET_CENTER``, radius ``TARGET_RADIUS``).
-Stage 4 is success: ``info["is_success"]`` and termination.
+Stage 4 is success: ``info["is_success"]`` and termination. If the physics diverges (MuJoCo's NaN/inf position,
+velocity or acceleration warnings, after which it resets the simulation), the episode is truncated with
+``info["sim_unstable"]``.
 """
 
 from __future__ import annotations
@@ -261,15 +263,25 @@ class NeedleHandoverEnv(gym.Env):
                          for (_, r0), (_, r1) in zip(starts, goals, strict=True)], axis=1)
         openings = jaw0 + f * (jaw1 - jaw0)  # [SUBSTEPS, 2]
         angles = np.repeat(np.maximum(openings * JAW_MAX_ANGLE, np.where(self.held, 0.1, 0.0)), 2, axis=1)
+        unstable_before = self._divergences()
         for i in range(SUBSTEPS):
             self.data.mocap_pos[self._mocap], self.data.mocap_quat[self._mocap] = pos[i], quat[i]
             self.data.qpos[self._jaw_qpos] = angles[i]
             mujoco.mj_step(self.model, self.data)
         self.opening = jaw1
         self.t += 1
+        if self._divergences() > unstable_before:
+            # MuJoCo found NaN/inf positions, velocities or accelerations and reset the simulation: nothing after this
+            # is the episode any more, so it is cut (truncated, never a success) and flagged
+            return self._observation(), 0.0, False, True, {"is_success": False, "stage": 0, "sim_unstable": True}
         stage = self.update()
         success = stage == 4
         return self._observation(), float(stage), success, False, {"is_success": success, "stage": stage}
+
+    def _divergences(self) -> int:
+        """How often MuJoCo has found NaN/inf (or huge) positions, velocities or accelerations and reset."""
+        w = mujoco.mjtWarning
+        return sum(int(self.data.warning[k].number) for k in (w.mjWARN_BADQPOS, w.mjWARN_BADQVEL, w.mjWARN_BADQACC))
 
     def _true_target(self, arm: int, a: np.ndarray, p0: np.ndarray, r0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World pose the tool goes to this step: ``a`` minus e(t), clipped per step and to the workspace."""

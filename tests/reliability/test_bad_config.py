@@ -47,7 +47,7 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("unknown", "train", ["=dqn"], "'=dqn' has no key before '='"),
     ("unknown", "evaluate", [PPO_ZOO, "colour=red"], "unknown key 'colour' for runners.evaluate; allowed:"),
     ("unknown", "evaluate", [PPO_ZOO, "env.colour=red"], "unknown env key 'env.colour'; the stored env config has:"),
-    ("unknown", "evaluate", ["model=zoo:nope"], "unknown zoo checkpoint 'nope'; choose one of: act-needle, dqn-cartpole"),
+    ("unknown", "evaluate", ["model=zoo:nope"], "unknown zoo checkpoint 'nope'; choose one of: act-needle"),
     ("unknown", "enjoy", [PPO_ZOO, "colour=red"], "unknown key 'colour' for runners.enjoy; allowed: debug"),
     ("unknown", "zoo", ["destroy"], "usage: python -m runners.zoo <command>; commands: list, verify, add"),
     ("unknown", "zoo", ["list", "extra=1"], "unknown key 'extra' for runners.zoo list; allowed: debug"),
