@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from agents.act.model import DETRVAE, ACTConfig, act_loss, count_parameters
-from agents.common.registry import load_agent
 from runners.benchkit import describe_machine, run_parts, run_processes, timeit, train_all
 from runners.cli import parse_float, parse_int
 
@@ -142,21 +141,19 @@ def _eval_file(run: Path, kinematic_error: float, ensembling: bool = True) -> Pa
 
 def _evaluate_open_loop(run: Path, kinematic_error: float, episodes: int, seed: int) -> None:
     """Evaluate a run's final model with its chunks executed open loop (no temporal ensembling)."""
+    from agents.common.checkpoint import atomic_write_text
     from agents.common.evaluation import evaluate
-    from envs.factory import make_vec_env
-    from runners.evaluate import override_env_config
+    from runners.evaluate import load_for_eval
 
     out = _eval_file(run, kinematic_error, ensembling=False)
     if out.is_file():
         return
-    env_cfg = json.loads((run / "final" / "meta.json").read_text())["config"]["env"]
-    env_cfg = override_env_config(env_cfg, {"env.kwargs.kinematic_error": str(kinematic_error)})
-    env = make_vec_env(env_cfg, n_envs=1, seed=seed, training=False)
-    model = load_agent(run / "final", env=env, device="cpu")
+    overrides = {"env.kwargs.kinematic_error": str(kinematic_error)}
+    model, env, env_cfg = load_for_eval(str(run / "final"), "cpu", seed, overrides)
     model.policy.temporal_ensembling = False
     result = evaluate(model, env, episodes, env_cfg)
     env.close()
-    out.write_text(json.dumps(result.as_dict()))
+    atomic_write_text(out, json.dumps(result.as_dict()))
 
 
 def success(steps: int, episodes: int, workers: int, demos: str, kinematic_error: float) -> str:
