@@ -1,10 +1,12 @@
 """Rigid-body pose helpers shared by the needle task and the ACT agent: rotation matrices, the 6D rotation
-representation (Zhou et al. 2019, used by SRT for its actions) and SE(3) composition.
+representation (Zhou et al. 2019, used by SRT for its actions), SE(3) composition, rotation vectors and geodesic
+interpolation (slerp) for moving the instruments and planning the expert's waypoints.
 
 Conventions: a pose is ``(p, R)`` with position ``p`` ``[..., 3]`` and rotation matrix ``R`` ``[..., 3, 3]`` that
 maps tool-frame vectors into the reference frame. ``rot6d`` is the first two columns of ``R``, concatenated
-(``[R[:, 0], R[:, 1]]``); quaternions are MuJoCo's ``(w, x, y, z)``. All functions broadcast over leading
-dimensions and work in float64 internally.
+(``[R[:, 0], R[:, 1]]``); quaternions are MuJoCo's ``(w, x, y, z)``. The conversions and compositions broadcast
+over leading dimensions; the motion helpers (``tool_rotation``, ``rotation_vector``, ``slerp``,
+``interpolate_rotation``) take one rotation. Everything works in float64.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "compose", "invert", "matrix_to_quat", "matrix_to_rot6d", "quat_to_matrix", "rot6d_to_matrix", "rotation_about",
+    "compose", "interpolate_rotation", "invert", "matrix_to_quat", "matrix_to_rot6d", "quat_to_matrix",
+    "rot6d_to_matrix", "rotation_about", "rotation_vector", "slerp", "tool_rotation",
 ]
 
 
@@ -93,3 +96,39 @@ def invert(p: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
     rt = np.swapaxes(r, -1, -2)
     return -np.einsum("...ij,...j->...i", rt, p), rt
+
+
+def tool_rotation(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The tool rotation with axis ``z`` (normalized) and hinge axis ``y`` (made orthogonal to ``z``): [y x z, y, z]."""
+    z = z / np.linalg.norm(z)
+    y = y - (y @ z) * z
+    y /= np.linalg.norm(y)
+    return np.stack([np.cross(y, z), y, z], axis=-1)
+
+
+def rotation_vector(r: np.ndarray) -> np.ndarray:
+    """Axis * angle (angle in [0, pi]) of the rotation matrix ``r``."""
+    q = matrix_to_quat(r)
+    s = np.linalg.norm(q[1:])
+    return np.zeros(3) if s < 1e-12 else q[1:] / s * 2.0 * np.arctan2(s, q[0])
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Quaternions ``[n, 4]`` the given ``fractions`` ``[n]`` of the way from ``q0`` to ``q1`` (each ``[4]``; shortest
+    arc)."""
+    dot = float(q0 @ q1)
+    q1 = -q1 if dot < 0 else q1
+    angle = np.arccos(min(abs(dot), 1.0))
+    f = np.asarray(fractions, np.float64)[:, None]
+    if angle < 1e-6:
+        out = q0 + f * (q1 - q0)
+    else:
+        out = (np.sin((1 - f) * angle) * q0 + np.sin(f * angle) * q1) / np.sin(angle)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def interpolate_rotation(r0: np.ndarray, r1: np.ndarray, fraction: float) -> np.ndarray:
+    """The rotation a ``fraction`` of the way from ``r0`` to ``r1`` along the geodesic (slerp)."""
+    w = rotation_vector(r0.T @ r1)
+    angle = np.linalg.norm(w)
+    return r1.copy() if angle < 1e-12 else r0 @ rotation_about(w / angle, fraction * angle)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.needle.geometry import interpolate_rotation, rotation_vector, tool_rotation
 from envs.needle.model import NEEDLE_RADIUS, arc_point
 from envs.needle.task import TARGET_CENTER, NeedleHandoverEnv
-from envs.poses import compose
+from envs.poses import compose, interpolate_rotation, rotation_vector, tool_rotation
 
 THETA_LEFT, THETA_RIGHT = np.deg2rad(150.0), np.deg2rad(30.0)
 TILT = np.deg2rad(35.0)

@@ -43,7 +43,6 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from envs.needle.geometry import interpolate_rotation, rotation_vector, slerp, tool_rotation
 from envs.needle.model import (
     ARMS,
     CAMERAS,
@@ -55,7 +54,17 @@ from envs.needle.model import (
     arc_points,
     build_xml,
 )
-from envs.poses import matrix_to_quat, matrix_to_rot6d, quat_to_matrix, rot6d_to_matrix, rotation_about
+from envs.poses import (
+    interpolate_rotation,
+    matrix_to_quat,
+    matrix_to_rot6d,
+    quat_to_matrix,
+    rot6d_to_matrix,
+    rotation_about,
+    rotation_vector,
+    slerp,
+    tool_rotation,
+)
 
 CONTROL_HZ = 20
 SUBSTEPS = round(1.0 / (CONTROL_HZ * TIMESTEP))
