@@ -17,17 +17,17 @@ import torch
 
 def log_grad_norm(algorithm: Any, optimizer: torch.optim.Optimizer, tag: str = "train/grad_norm") -> None:
     """Log the pre-clipping gradient norm of every step of ``optimizer`` as ``tag`` through ``algorithm.logger``."""
-    squared = [0.0]
+    squared: list[torch.Tensor] = []  # per parameter, kept as tensors: one host sync per update, not per parameter
 
     def accumulate(param: torch.Tensor) -> None:
         if param.grad is not None:
-            squared[0] += float(param.grad.detach().pow(2).sum())
+            squared.append(param.grad.detach().pow(2).sum())
 
     def record(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         logger = getattr(algorithm, "_logger", None)
         if logger is not None:
-            logger.record_mean(tag, math.sqrt(squared[0]))
-        squared[0] = 0.0
+            logger.record_mean(tag, math.sqrt(float(torch.stack(squared).sum())) if squared else 0.0)
+        squared.clear()
 
     for group in optimizer.param_groups:
         for param in group["params"]:
