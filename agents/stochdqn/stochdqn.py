@@ -113,7 +113,7 @@ class StochDQN(ZooAlgorithm, DQN):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         policy: StochQPolicy = self.policy  # type: ignore[assignment]
-        losses, next_values = [], []
+        losses, next_values, grad_norms = [], [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             # n-step replay stores gamma**n per transition
@@ -131,12 +131,14 @@ class StochDQN(ZooAlgorithm, DQN):
             next_values.append(next_q.mean().item())
             self.policy.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm, foreach=True)
+            grad_norms.append(torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm, foreach=True))
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", float(np.mean(losses)))
         self.logger.record("train/next_q", float(np.mean(next_values)))
+        if grad_norms:  # the norm before clipping, one host sync per train() call
+            self.logger.record("train/grad_norm", float(torch.stack(grad_norms).mean()))
 
     def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         state = super()._zoo_state(tensors)

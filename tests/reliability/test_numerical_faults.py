@@ -149,7 +149,7 @@ def test_nan_guard_is_on_by_default_and_can_be_turned_off() -> None:
     assert compose_train_config([], {"agent": "dqn", "env": "cartpole", "nan_guard": "false"}).nan_guard is False
 
 
-@pytest.mark.parametrize("agent", ["dqn", "ppo", "dt", "radt", "act"])
+@pytest.mark.parametrize("agent", ["dqn", "ppo", "stochdqn", "dt", "radt", "act"])
 def test_every_update_logs_a_finite_gradient_norm(agent: str, runs: TinyRuns) -> None:
     from agents.common.tblog import read_scalars
 
