@@ -42,7 +42,7 @@ OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are
 OPTIMIZER_KEYS = ("optimizer", "optimizer_kwargs")
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes",
-             "torch_threads", "nan_guard")
+             "torch_threads", "nan_guard", "distributed")
 
 
 def group_options(group: str) -> list[str]:

@@ -2,10 +2,18 @@
 
     python -m runners.train agent=<id> env=<name|gymnasium id> [preset=tiny|cpu|paper] [key=value ...]
     python -m runners.train resume=<run dir> [total_timesteps=...]
+    python -m runners.train -m agent=<id> env=<name> hydra/sweeper=optuna [key=<sweep> ...]  (runners/sweep.py)
 
 A run directory (``run_dir=``, default ``runs/<agent>/<env>/<time>_s<seed>``) holds ``config.yaml`` (the
 resolved config), ``tb/`` (TensorBoard events), ``checkpoints/step_<n>/`` (every ``save_freq`` env steps, with
 the replay buffer) and ``final/`` (the trained model), plus ``results.json`` (the final evaluation).
+
+Data-parallel (the gradient-step agents dt, radt, act; see agents/common/distributed.py)::
+
+    torchrun --nproc_per_node=N -m runners.train agent=dt env=hopper distributed=true [device=cuda] [key=value ...]
+
+Every process samples its own batches and DDP averages the gradients (effective batch: N x batch_size); rank 0
+alone writes the run directory. ``distributed=true`` without torchrun trains in one process (world size 1).
 """
 
 from __future__ import annotations
@@ -13,19 +21,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 
 from agents.common.callbacks import CheckpointCallback, EvalCallback, TrainingFault, latest_checkpoint
 from agents.common.checkpoint import atomic_write_text
+from agents.common.distributed import DistributedContext, distributed_session, torchrun_env
 from agents.common.evaluation import conditioned_env
 from agents.common.logger import configure_logger, log_text
 from agents.common.nan_guard import NanGuardCallback
-from agents.common.registry import check_compatible, get_spec, make_agent
+from agents.common.registry import REGISTRY, check_compatible, get_spec, make_agent
 from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
 from runners.cli import UsageError, parse_args, run_main
@@ -50,8 +61,16 @@ def resolve_demos(demos: str | None) -> str:
 class Trainer:
     """Builds envs, agent, logger and callbacks from a resolved config, then trains (or resumes)."""
 
-    def __init__(self, cfg: DictConfig, resume_from: Path | None = None) -> None:
+    # callbacks run after evaluation and checkpointing, each made from the run's EvalCallback (a sweep's pruning)
+    after_eval: tuple[Callable[[EvalCallback], BaseCallback], ...] = ()
+
+    def __init__(
+        self, cfg: DictConfig, resume_from: Path | None = None, dist: DistributedContext | None = None
+    ) -> None:
         self.cfg = cfg
+        self.dist = dist
+        self.writes = dist is None or dist.is_main  # under torchrun rank 0 alone logs, evaluates and saves
+        device = str(dist.device) if dist is not None else cfg.device
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.env_cfg: dict[str, Any] = OmegaConf.to_container(cfg.env, resolve=True)  # type: ignore[assignment]
@@ -67,12 +86,14 @@ class Trainer:
             if spec.learns_from == "demonstrations":
                 hyperparams["demos"] = resolve_demos(hyperparams.get("demos"))
             self.model = make_agent(
-                spec.id, self.env, hyperparams, seed=cfg.seed, device=cfg.device, verbose=cfg.verbose  # type: ignore
+                spec.id, self.env, hyperparams, seed=cfg.seed, device=device, verbose=cfg.verbose  # type: ignore
             )
         else:
-            self.model = spec.cls.load(resume_from, env=self.env, device=cfg.device)
+            self.model = spec.cls.load(resume_from, env=self.env, device=device)
         if spec.learns_from in ("offline", "demonstrations"):
             self.model.load_data()  # the dataset or demonstrations, checked against the env's spaces before writing
+        if dist is not None:
+            self.model.distribute(dist, seed=cfg.seed)  # DDP: every rank continues from rank 0's weights
         self.eval_env = conditioned_env(self.model, self.eval_env)
         self.resumed = resume_from is not None
 
@@ -80,6 +101,9 @@ class Trainer:
         """Point the logger at ``run_dir/tb``; a resumed run continues its curves after the checkpoint's step."""
         self.run_dir = run_dir
         self.model.zoo_config = OmegaConf.to_container(self.cfg, resolve=True)
+        if not self.writes:  # a rank > 0: the same steps, nothing written
+            self.model.set_logger(Logger(folder=None, output_formats=[]))
+            return
         # events after the checkpoint's step were logged by the interrupted process: TensorBoard drops them
         purge_step = self.model.num_timesteps + 1 if self.resumed else None
         self.model.set_logger(configure_logger(run_dir / "tb", purge_step=purge_step, verbose=self.cfg.verbose))
@@ -98,14 +122,19 @@ class Trainer:
         # the NaN guard first: a non-finite value stops the run before any callback can checkpoint it
         callbacks: list[Any] = [NanGuardCallback(self.run_dir)] if self.cfg.get("nan_guard", True) else []
         callbacks += ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
+        callbacks += [make(evaluation) for make in self.after_eval]
         if remaining > 0:
             self.model.learn(
                 total_timesteps=remaining,
-                callback=CallbackList(callbacks),
-                progress_bar=self.cfg.progress_bar,
+                callback=CallbackList(callbacks if self.writes else []),
+                progress_bar=self.cfg.progress_bar and self.writes,
                 reset_num_timesteps=self.model.num_timesteps == 0,
                 tb_log_name="",
             )
+        if not self.writes:
+            self.dist.barrier()  # type: ignore[union-attr]  # until rank 0 has saved and evaluated the final model
+            self.close()
+            return {}
         try:
             self.model.save(self.run_dir / "final")
         except OSError as e:  # a full or read-only disk: the periodic checkpoints written so far are intact
@@ -113,8 +142,8 @@ class Trainer:
             kept = f"the last checkpoint {last} is intact; resume with resume={self.run_dir}" if last else (
                 "no checkpoint was written")
             raise TrainingFault(f"saving the final model failed ({e}); {kept}") from None
-        # the final evaluation, unless the last periodic one was at this very step
-        if evaluation.last_eval_step == self.model.num_timesteps and evaluation.last_result is not None:
+        # the final evaluation, unless the last periodic one saw this very model (same step, no update since)
+        if getattr(evaluation, "model", None) is not None and evaluation.is_current():
             result = evaluation.last_result
         else:
             evaluation.init_callback(self.model)
@@ -129,6 +158,8 @@ class Trainer:
             "eval": result.as_dict(),
         }
         atomic_write_text(self.run_dir / "results.json", json.dumps(summary, indent=1))
+        if self.dist is not None:
+            self.dist.barrier()
         self.close()
         return summary
 
@@ -139,6 +170,10 @@ class Trainer:
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-m", "--multirun") or a.startswith("hydra") for a in argv):  # a sweep (runners/sweep.py)
+        from runners.sweep import sweep_main
+
+        return sweep_main(argv)
     _, pairs = parse_args(argv)
     resume_from = None
     if pairs.get("resume"):
@@ -155,7 +190,37 @@ def main(argv: list[str]) -> int:
             raise UsageError(
                 f"run_dir={run_dir} already holds a run; continue it with resume={run_dir} or choose another run_dir"
             )
-    trainer = Trainer(cfg, resume_from)  # bad input (or a refused checkpoint) fails here, before anything is written
+    if not cfg.get("distributed"):
+        return _train(cfg, run_dir, resume_from)
+    spec = get_spec(cfg.agent.id)
+    if not getattr(spec.cls, "supports_distributed", False):
+        raise UsageError(f"distributed=true: agent {spec.id} does not train data-parallel; agents that do: "
+                         f"{', '.join(distributed_agents())}")
+    with distributed_session(cfg.device) as dist:  # the process group is destroyed at the end, also on an error
+        if torchrun_env() is None:
+            print("distributed=true without torchrun: one process (world size 1); start N processes with "
+                  "torchrun --nproc_per_node=N -m runners.train ...")
+        return _train(cfg, Path(dist.broadcast_object(str(run_dir))), resume_from, dist)  # rank 0's (time stamp)
+
+
+def distributed_agents() -> list[str]:
+    """The agents of the registry that train data-parallel (``supports_distributed``)."""
+    found = []
+    for agent_id, spec in sorted(REGISTRY.items()):
+        try:
+            if getattr(spec.cls, "supports_distributed", False):
+                found.append(agent_id)
+        except Exception:  # noqa: BLE001  (an agent that does not import here: its dependencies, or work in progress)
+            continue
+    return found
+
+
+def _train(cfg: DictConfig, run_dir: Path, resume_from: Path | None, dist: DistributedContext | None = None) -> int:
+    trainer = Trainer(cfg, resume_from, dist)  # bad input (or a refused checkpoint) fails here, before any write
+    if not trainer.writes:
+        trainer.attach(run_dir)
+        trainer.train()
+        return 0
     if resume_from is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.run_dir = str(run_dir)

@@ -159,3 +159,25 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_a_continuous_curve(tmp
     assert np.all(np.diff(steps) > 0)
     exploration = load_agent(run_dir / "final").exploration_rate
     assert exploration == pytest.approx(0.04)  # dqn_cartpole: final eps reached after 16% of 3000 steps
+
+
+def test_final_evaluation_is_reused_only_when_the_model_did_not_change_since() -> None:
+    """DIAMOND's final epochs and SB3's off-policy updates come after the last step's callbacks: the final
+    evaluation must then see the trained model, not reuse the periodic one taken before those updates."""
+    from agents.baselines import DQN
+    from agents.common.callbacks import EvalCallback
+
+    cfg = {"name": "cartpole", "family": "gym", "id": "CartPole-v1", "kwargs": {}, "max_episode_steps": 20}
+    eval_env = make_vec_env(cfg, n_envs=1, seed=0, training=False)
+    model = DQN("MlpPolicy", make_vec_env(cfg, n_envs=1, seed=0), learning_starts=10, seed=0)
+    evaluation = EvalCallback(eval_env, cfg, eval_freq=100, n_episodes=1)
+    evaluation.init_callback(model)
+    assert not evaluation.is_current()  # never evaluated
+    model.learn(40)
+    evaluation.evaluate_now()
+    assert evaluation.is_current()
+    model._n_updates += 1  # an update after the evaluation, at the same env step
+    assert not evaluation.is_current()
+    model._n_updates -= 1
+    model.num_timesteps += 1
+    assert not evaluation.is_current()

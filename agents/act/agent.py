@@ -248,15 +248,15 @@ class ACT(GradientStepAlgorithm):
         }
 
     # ------------------------------------------------------------------ training
-    def train_step(self) -> dict[str, float]:
-        """One gradient step; returns the loss terms and the gradient norm (before clipping, if any)."""
-        batch = self.sample_batch(self.batch_size)
+    def train_on_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One gradient step on ``batch`` (:meth:`sample_batch`); returns the loss terms and the gradient norm (before
+        clipping, if any). Distributed: the forward pass runs through DDP (the loss averages a fixed count per rank)."""
         self.policy.set_training_mode(True)
         lr = self.lr_schedule(self._current_progress_remaining)
         for group in self.policy.optimizer.param_groups:
             group["lr"] = self.lr_backbone if group.get("name") == "backbone" else lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            a_hat, mu, logvar = self.policy.model(batch["images"], batch["actions"], batch["is_pad"])
+            a_hat, mu, logvar = self.ddp(self.policy.model)(batch["images"], batch["actions"], batch["is_pad"])
         loss, l1, kl = act_loss(a_hat, batch["actions"], batch["is_pad"], mu, logvar, self.kl_weight)
         self.policy.optimizer.zero_grad(set_to_none=True)
         loss.backward()

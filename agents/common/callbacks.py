@@ -137,9 +137,17 @@ class EvalCallback(BaseCallback):
         self._next_eval = 0
         self.last_result: EvalResult | None = None
         self.last_eval_step = -1
+        self.last_eval_updates: int | None = None  # the model's gradient updates when it was last evaluated
 
     def _init_callback(self) -> None:
         self._next_eval = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
+
+    def is_current(self) -> bool:
+        """Whether the last evaluation saw the model as it is now: same env step and no update since (SB3's
+        off-policy agents train after the step's callbacks; DIAMOND and Δ-IRIS train final epochs after the last env
+        step)."""
+        return (self.last_result is not None and self.last_eval_step == self.model.num_timesteps
+                and self.last_eval_updates == getattr(self.model, "_n_updates", None))
 
     def _on_step(self) -> bool:
         if self.model.num_timesteps >= self._next_eval:
@@ -148,8 +156,10 @@ class EvalCallback(BaseCallback):
         return True
 
     def evaluate_now(self) -> EvalResult:
+        """Evaluate the model as it is now and log the result at its current step."""
         result = evaluate(self.model, self.eval_env, self.n_episodes, self.env_cfg)
         self.last_result, self.last_eval_step = result, self.model.num_timesteps
+        self.last_eval_updates = getattr(self.model, "_n_updates", None)
         self.logger.record("eval/mean_reward", result.mean)
         self.logger.record("eval/std_reward", result.std)
         self.logger.record("eval/mean_ep_length", float(sum(result.lengths) / len(result.lengths)))

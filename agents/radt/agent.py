@@ -265,18 +265,18 @@ class SequenceAgent(GradientStepAlgorithm):
         lr = self.lr_schedule(self._current_progress_remaining)
         return lr * min((self._n_updates + 1) / max(self.warmup_steps, 1), 1.0)
 
-    def train_step(self) -> dict[str, float]:
-        """One gradient step; returns the loss and the gradient norm before clipping."""
-        batch = self.sample_batch(self.batch_size)
+    def train_on_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One gradient step on ``batch`` (:meth:`sample_batch`); returns the loss and the gradient norm before
+        clipping. Distributed: the forward pass runs through DDP, the loss is the mean over every rank's real steps."""
         self.policy.set_training_mode(True)
         lr = self.current_learning_rate()
         for group in self.policy.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            predicted = self.policy.model(
+            predicted = self.ddp(self.policy.model)(
                 batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["valid"]
             )
-        loss = ((predicted.float() - batch["actions"]) ** 2)[batch["valid"]].mean()
+        loss = self.batch_mean(((predicted.float() - batch["actions"]) ** 2)[batch["valid"]])
         self.policy.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.grad_clip)

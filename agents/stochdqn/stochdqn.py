@@ -34,6 +34,9 @@ def env_action_representation(env: Any, n_actions: int, embedding_dim: int = 32)
     or a learned embedding for abstract actions."""
     try:
         if isinstance(env, VecEnv):
+            # asked first: a missing method raised inside a SubprocVecEnv worker would kill the worker
+            if not env.has_attr("action_representation"):
+                raise AttributeError("action_representation")
             return dict(env.env_method("action_representation", indices=0)[0])
         return dict(env.get_wrapper_attr("action_representation")())
     except AttributeError:
