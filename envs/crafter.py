@@ -3,6 +3,11 @@
 ``crafter.Env`` speaks the old gym API (``done`` only, no seeding through ``reset``); ``CrafterEnv`` gives it the
 gymnasium one: ``terminated`` when the player dies (crafter's ``info["discount"] == 0``), ``truncated`` when the
 episode reaches ``length`` steps alive. Registered as ``zoo/Crafter-v1``.
+
+Determinism: crafter 1.8.3 keeps the objects of each world chunk in Python sets and balances creatures by picking
+from them, so its dynamics followed the objects' memory addresses (two envs with the same seed and actions parted
+after a few dozen steps, even in one process). :func:`deterministic_object_hashes` gives every object a hash that is
+its creation index in its world, so the same seed and actions now give the same episode in any process.
 """
 
 from __future__ import annotations
@@ -17,6 +22,32 @@ import numpy as np
 from crafter import constants
 
 ENV_ID = "zoo/Crafter-v1"
+
+
+def deterministic_object_hashes() -> None:
+    """Hash crafter's objects by their creation index within their world (see the module docstring); idempotent."""
+    from crafter import engine, objects
+
+    if getattr(objects.Object, "_zoo_deterministic", False):
+        return
+    object_init, world_reset = objects.Object.__init__, engine.World.reset
+
+    def __init__(self: Any, world: Any, pos: Any) -> None:
+        object_init(self, world, pos)
+        world._zoo_objects_created = getattr(world, "_zoo_objects_created", 0) + 1
+        self._zoo_index = world._zoo_objects_created
+
+    def reset(self: Any, seed: Any = None) -> None:
+        world_reset(self, seed)
+        self._zoo_objects_created = 0
+
+    objects.Object.__init__ = __init__
+    objects.Object.__hash__ = lambda self: self._zoo_index
+    objects.Object._zoo_deterministic = True
+    engine.World.reset = reset
+
+
+deterministic_object_hashes()
 # The 22 achievements of the Crafter paper (Table F.1), in crafter's own order.
 CRAFTER_ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)
 
