@@ -54,6 +54,11 @@ class ActorCriticConfig:
         return cls(num_actions=num_actions)
 
     @classmethod
+    def cpu(cls, num_actions: int) -> ActorCriticConfig:
+        """DIAMOND's ``preset=cpu``: half the channels, LSTM 256."""
+        return cls(num_actions, channels=[16, 16, 32, 32], lstm_dim=256)
+
+    @classmethod
     def tiny(cls, num_actions: int) -> ActorCriticConfig:
         return cls(num_actions, channels=[8, 8, 8, 8], lstm_dim=32)
 
@@ -136,9 +141,13 @@ def lambda_returns(
     gamma: float,
     lam: float,
     truncs: torch.Tensor | None = None,
+    sign_rewards: bool = True,
 ) -> torch.Tensor:
     """Lambda-returns ``[B, T]`` of ``rewards``, bootstrap ``values`` (``V(s_{t+1})``), ``ends`` and ``truncs``
-    (all ``[B, T]``), as the official ``compute_lambda_returns`` (formula in the module docstring)."""
+    (all ``[B, T]``), as the official ``compute_lambda_returns`` (formula in the module docstring).
+
+    ``sign_rewards``: clip the rewards to their sign (DIAMOND); Δ-IRIS uses them as they are
+    (``src/models/actor_critic/utils.py`` of vmicheli/delta-iris: the same recursion, no truncation, no clipping)."""
     if rewards.ndim != 2 or not rewards.shape == values.shape == ends.shape:
         raise ValueError(f"rewards {tuple(rewards.shape)}, values {tuple(values.shape)} and ends "
                          f"{tuple(ends.shape)} must all be [B, T]")
@@ -146,7 +155,8 @@ def lambda_returns(
     trunc = torch.zeros_like(end) if truncs is None else truncs.float()
     not_end, not_trunc = 1 - end, 1 - trunc
     # the one-step part: r + gamma (1 - lambda) v' (full v' at a truncation, none after a termination)
-    returns = rewards.sign() + not_end * gamma * (not_trunc * (1 - lam) + trunc) * values
+    rew = rewards.sign() if sign_rewards else rewards.float()
+    returns = rew + not_end * gamma * (not_trunc * (1 - lam) + trunc) * values
     last = values[:, -1]
     for t in reversed(range(rewards.shape[1])):  # G_t += gamma lambda G_{t+1} unless the episode stops at t
         returns[:, t] += not_end[:, t] * not_trunc[:, t] * gamma * lam * last

@@ -78,6 +78,9 @@ REGISTRY: dict[str, AgentSpec] = {
                   "Zhao et al. 2023 (ACT) as in Kim et al. 2024 (SRT)", observation_spaces=("Dict",)),
         AgentSpec("diamond", "agents.diamond.agent:Diamond", ("Discrete",), "online",
                   "Alonso et al. 2024, DIAMOND: Diffusion for World Modeling", observation_spaces=("Box",)),
+        AgentSpec("delta_iris", "agents.delta_iris.agent:DeltaIris", ("Discrete",), "online",
+                  "Micheli et al. 2024, Δ-IRIS: Efficient World Models with Context-Aware Tokenization",
+                  observation_spaces=("Box",)),
         AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
                   "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )

@@ -43,7 +43,7 @@ from agents.common.actor_critic import ImaginationLoop, actor_critic_loss
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
-from agents.diamond.loop import EpochLoop
+from agents.diamond.loop import DiamondLoop
 from agents.diamond.policy import DiamondPolicy
 from world_models.diamond import batch_from_segment, frames_to_tensor
 from world_models.imagination import WorldModelEnv
@@ -51,7 +51,7 @@ from world_models.imagination import WorldModelEnv
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
 
 
-class Diamond(ZooAlgorithm, EpochLoop, BaseAlgorithm):
+class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     """DIAMOND: an EDM diffusion world model and an actor-critic trained in its imagination.
 
     :param size: networks, ``paper`` or ``tiny``
@@ -308,3 +308,31 @@ class Diamond(ZooAlgorithm, EpochLoop, BaseAlgorithm):
         if force_reset or env is None:  # a fresh env: learn() resets it, and every episode starts anew
             model._last_obs, model._collect_hidden = None, None
         return model  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ play (runners.play)
+    #: imagined episodes in play mode never truncate (official ``src/play.py`` sets the horizon by hand)
+    PLAY_HORIZON: ClassVar[int] = 10**9
+
+    @property
+    def play_context_length(self) -> int:
+        """Real frames (and the actions taken in them) an imagined episode starts from: the denoiser's
+        ``num_steps_conditioning`` (4). The action of the last frame is the first one played in imagination."""
+        return int(self.policy.denoiser.cfg.unet.num_steps_conditioning)
+
+    def play_env(self, num_envs: int = 1) -> WorldModelEnv:
+        """``num_envs`` imagined envs of this world model, for :meth:`WorldModelEnv.reset_from` and ``step``: the
+        trained sampler (``num_denoising_steps`` Euler steps) and reward/end model in eval mode, no truncation."""
+        self.policy.set_training_mode(False)
+        return WorldModelEnv(self.policy.sampler, self.policy.rew_end_model, None, self.PLAY_HORIZON, num_envs)
+
+    def obs_to_frames(self, obs: np.ndarray) -> torch.Tensor:
+        """uint8 observations ``[..., H, W, 3]`` -> float frames ``[..., 3, H, W]`` in [-1, 1] on the model's
+        device (the world model's pixels)."""
+        return frames_to_tensor(np.ascontiguousarray(obs)).to(self.device)
+
+    def frames_to_obs(self, frames: torch.Tensor) -> np.ndarray:
+        """Inverse of :meth:`obs_to_frames`: frames ``[..., 3, H, W]`` (clamped to [-1, 1]) -> uint8
+        ``[..., H, W, 3]``."""
+        from world_models.diamond import tensor_to_frames
+
+        return tensor_to_frames(frames)

@@ -18,13 +18,14 @@ from stable_baselines3.common.preprocessing import maybe_transpose
 from agents.common.actor_critic import ActorCritic, ActorCriticConfig
 from world_models.diamond import DenoiserConfig, RewEndConfig, RewEndModel, SamplerConfig, make_denoiser, make_sampler
 
-SIZES = ("paper", "tiny")
+SIZES = ("paper", "cpu", "tiny")
 
 
 class DiamondPolicy(BasePolicy):
     """The world model (``denoiser``, ``rew_end_model``) and the ``actor_critic`` of DIAMOND.
 
-    :param size: ``paper`` (the official architecture) or ``tiny`` (seconds-long tests)
+    :param size: ``paper`` (the official architecture), ``cpu`` (``preset=cpu``: 2 CPU cores) or ``tiny``
+        (seconds-long tests)
     :param num_denoising_steps: of the sampler in imagination (3)
     :param diffusion: ``edm`` or the ``ddpm`` baseline
     """
@@ -46,7 +47,7 @@ class DiamondPolicy(BasePolicy):
             raise ValueError(f"DIAMOND needs square RGB frames (3, H, H); the observation space has shape {shape}")
         n, img = int(action_space.n), int(shape[1])
         self.denoiser = make_denoiser(getattr(DenoiserConfig, size)(n, diffusion=diffusion))
-        self.rew_end_model = RewEndModel(getattr(RewEndConfig, size)(n, img_size=img) if size == "tiny"
+        self.rew_end_model = RewEndModel(getattr(RewEndConfig, size)(n, img_size=img) if size != "paper"
                                          else RewEndConfig(n, img_size=img))
         ac_cfg = getattr(ActorCriticConfig, size)(n)
         ac_cfg.img_size = img

@@ -69,6 +69,10 @@ class DenoiserConfig:
         return cls(UNetConfig.paper(num_actions), diffusion=diffusion)
 
     @classmethod
+    def cpu(cls, num_actions: int, diffusion: str = "edm") -> DenoiserConfig:
+        return cls(UNetConfig.cpu(num_actions), diffusion=diffusion)
+
+    @classmethod
     def tiny(cls, num_actions: int, diffusion: str = "edm") -> DenoiserConfig:
         return cls(UNetConfig.tiny(num_actions), diffusion=diffusion)
 

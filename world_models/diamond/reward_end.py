@@ -55,6 +55,12 @@ class RewEndConfig:
         return cls(num_actions=num_actions)
 
     @classmethod
+    def cpu(cls, num_actions: int, img_size: int = 64) -> RewEndConfig:
+        """``preset=cpu``: one block per stage, 16 channels, cond 32, LSTM 256."""
+        return cls(num_actions, img_size=img_size, cond_channels=32, depths=[1, 1, 1, 1], channels=[16, 16, 16, 16],
+                   lstm_dim=256)
+
+    @classmethod
     def tiny(cls, num_actions: int, img_size: int = 64) -> RewEndConfig:
         return cls(num_actions, img_size=img_size, cond_channels=16, depths=[1, 1, 1], channels=[8, 8, 8],
                    attn_depths=[False] * 3, lstm_dim=32)
