@@ -95,6 +95,10 @@ def _make_gym(
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.DependencyNotInstalled as e:
         raise ValueError(f"env '{env_id}' needs a package that is not installed here: {e}") from None
+    except TypeError as e:  # a keyword its constructor does not take (e.g. a preset's env.kwargs meant for another env)
+        if "keyword argument" not in str(e):
+            raise
+        raise ValueError(f"env '{env_id}' does not take env.kwargs {sorted(kwargs)}: {e}") from None
     env = Monitor(env)
     env.reset(seed=seed)
     env.action_space.seed(seed)

@@ -20,9 +20,10 @@ Shared rules:
   rollout), so that ``learn(n); learn(m)`` runs the same schedule as ``learn(m)``; every ``learn`` call that
   collected ends with the final epochs.
 - **Callbacks see epoch ends only**: the collection's env steps are reported to the callbacks (``on_step``, one call
-  per VecEnv step, with that step's ``dones``/``infos`` in their locals) after the epoch's training, with
-  ``num_timesteps`` at the epoch's end. A checkpoint (``CheckpointCallback``), an evaluation or a stop request thus
-  always falls between two epochs: a resumed run never skips the training of the epoch it was saved in.
+  per VecEnv step, with that step's ``dones``/``infos`` and the epoch's training means ``train_stats`` in their
+  locals) after the epoch's training, with ``num_timesteps`` at the epoch's end. A checkpoint
+  (``CheckpointCallback``), an evaluation or a stop request thus always falls between two epochs: a resumed run
+  never skips the training of the epoch it was saved in.
 - **Collection** (:meth:`EpochLoop.collect`): ``ceil(n / n_envs)`` VecEnv steps into the episode buffer, each
   episode with its final observation (SB3's ``terminal_observation``); random actions, or the policy (its LSTM
   state carried in ``_collect_hidden``) with ``epsilon`` random actions.
@@ -79,6 +80,7 @@ class EpochLoop:
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             if self.epoch % interval == 0:
                 self._dump_logs(logs, (self.num_timesteps - start_steps) / max(time.time() - started, 1e-9))
+            callback.update_locals({"train_stats": logs})  # the NaN guard checks them before any checkpoint
             if not self._report_steps(callback):
                 break
         callback.on_training_end()

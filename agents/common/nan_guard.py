@@ -9,7 +9,11 @@ checkpoint written after that is worthless. The guard checks, for every algorith
 - the ``train/*`` scalars of the last update: SB3's ``train()`` records them in ``logger.name_to_value``, where
   they stay until the next dump; the guard reads them at the start of the next rollout and when training ends,
   which is before any checkpoint of the poisoned weights can be written;
-- the scalars returned by ``train_step()`` of the gradient-step agents (dt, radt, act), after every step.
+- the scalars returned by ``train_step()`` of the gradient-step agents (dt, radt, act), after every step, the TD
+  error of each update of tabular StochQ, and the means of each epoch's training of the world-model agents (DIAMOND,
+  Δ-IRIS: world model and actor-critic losses, gradient norms), at the first env step reported after that epoch,
+  before a checkpoint can be written; ``train_stats`` in the callback's locals, checked again when training ends
+  (the final epochs train without env steps).
 
 No algorithm of the zoo defines skipping a non-finite update (none trains under an fp16 GradScaler), so the guard
 always stops the run: it raises :class:`NumericalFault` naming the step, what was not finite, and the last good
@@ -71,6 +75,15 @@ class NanGuardCallback(BaseCallback):
         bad = non_finite_scalars(self.model.logger.name_to_value, "train/")
         if bad:
             raise self._fault(f"non-finite training value {', '.join(sorted(bad))}")
+        self._check_train_stats()
+
+    def _check_train_stats(self) -> None:
+        stats = self.locals.get("train_stats")  # a gradient step, an update or an epoch of training
+        if isinstance(stats, Mapping):
+            bad = non_finite_scalars(stats)  # keys without a section are train/ values
+            if bad:
+                named = sorted(b if "/" in b.split("=", 1)[0] else f"train/{b}" for b in bad)
+                raise self._fault(f"non-finite training value {', '.join(named)}")
 
     def _on_step(self) -> bool:
         if "new_obs" in self.locals:  # an env step of SB3's collect_rollouts
@@ -81,11 +94,7 @@ class NanGuardCallback(BaseCallback):
                 name = non_finite_observation(obs)
                 if name is not None:
                     raise self._fault(f"non-finite {name} from the env")
-        stats = self.locals.get("train_stats")  # a gradient step of GradientStepAlgorithm
-        if isinstance(stats, Mapping):
-            bad = non_finite_scalars(stats)
-            if bad:
-                raise self._fault(f"non-finite training value {', '.join(sorted(f'train/{b}' for b in bad))}")
+        self._check_train_stats()
         return True
 
     def _on_rollout_start(self) -> None:

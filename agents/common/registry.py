@@ -30,6 +30,8 @@ class AgentSpec:
     :param paper: the paper it implements
     :param observation_spaces: names of the observation spaces it supports (None: any)
     :param hint: what to do when the env's action space does not fit (appended to the error)
+    :param image_observations: its observations must be uint8 images (a 3-D ``Box`` of 0..255, channels first or
+        last): the world-model agents, which store frames as uint8 (a float frame, NaN included, is refused)
     """
 
     id: str
@@ -39,6 +41,7 @@ class AgentSpec:
     paper: str
     observation_spaces: tuple[str, ...] | None = None
     hint: str = ""
+    image_observations: bool = False
 
     @property
     def cls(self) -> type:
@@ -77,10 +80,11 @@ REGISTRY: dict[str, AgentSpec] = {
         AgentSpec("act", "agents.act.agent:ACT", ("Box",), "demonstrations",
                   "Zhao et al. 2023 (ACT) as in Kim et al. 2024 (SRT)", observation_spaces=("Dict",)),
         AgentSpec("diamond", "agents.diamond.agent:Diamond", ("Discrete",), "online",
-                  "Alonso et al. 2024, DIAMOND: Diffusion for World Modeling", observation_spaces=("Box",)),
+                  "Alonso et al. 2024, DIAMOND: Diffusion for World Modeling", observation_spaces=("Box",),
+                  image_observations=True),
         AgentSpec("delta_iris", "agents.delta_iris.agent:DeltaIris", ("Discrete",), "online",
                   "Micheli et al. 2024, Δ-IRIS: Efficient World Models with Context-Aware Tokenization",
-                  observation_spaces=("Box",)),
+                  observation_spaces=("Box",), image_observations=True),
         AgentSpec("stochq", "agents.stochdqn.tabular:StochQLearning", ("Discrete",), "online",
                   "Fourati et al. 2024, Stochastic Q-learning (tabular)", observation_spaces=("Discrete",)),
     )
@@ -114,6 +118,11 @@ def check_compatible(agent_id: str, observation_space: spaces.Space, action_spac
         needed = " or ".join(spec.observation_spaces)
         raise IncompatibleEnvError(
             f"{agent_id} needs a {needed} observation space; {env_id} has {describe_space(observation_space)}"
+        )
+    if spec.image_observations and not is_image_space(observation_space, check_channels=False):
+        raise IncompatibleEnvError(
+            f"{agent_id} needs uint8 image observations (a Box of 0..255 of shape (H, W, 3) or (3, H, W)); {env_id} "
+            f"has {describe_space(observation_space)}"
         )
 
 

@@ -195,6 +195,10 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
         for name, value in (("gamma", gamma), ("lam", lam), ("tau", tau), ("epsilon", epsilon)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name}={value} must be in [0, 1]")
+        if float(priority_alpha) < 0:  # a negative exponent would favour the episodes drawn most often
+            raise ValueError(f"priority_alpha={priority_alpha} must be >= 0 (0: uniform over episodes)")
+        if buffer_capacity is not None and int(buffer_capacity) < 1:
+            raise ValueError(f"buffer_capacity={buffer_capacity} must be >= 1 env steps (or null: unbounded)")
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not allowed; choose one of: {', '.join(PRECISIONS)}")
         optimizer_class(optimizer)  # a name it knows
@@ -341,6 +345,8 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
         policy.world_model.eval()
         ac = policy.actor_critic
         for _ in range(steps[2]):
+            if not all(np.isfinite(values[-1]) for values in sums.values()):  # NaN weights stay NaN
+                break  # imagining from NaN weights fails (NaN logits); the NaN guard stops the run at the epoch's end
             b = self._segments("actor_critic", self.batch_size[2], self.burn_in_length + 1, False, count)
             env = DeltaIrisWorldModelEnv(policy.tokenizer, policy.world_model, None, self.horizon, self.batch_size[2],
                                          memory=0)

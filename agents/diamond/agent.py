@@ -14,7 +14,9 @@ model sees each episode's real final observation after a termination (official `
 are segments of the shared :class:`~agents.common.episode_buffer.EpisodeBuffer` drawn with DIAMOND's recency weights;
 the actor-critic learns from ``imagination_batch_size`` imagined rollouts of ``horizon`` steps started from real
 4-frame contexts (:mod:`world_models.imagination`, :mod:`agents.common.actor_critic`). Each model has its AdamW
-(lr 1e-4, eps 1e-8, linear warm-up over ``warmup_steps``) and its gradient-norm clip.
+(lr 1e-4, eps 1e-8, its own weight decay, linear warm-up over ``warmup_steps``) and its gradient-norm clip;
+``optimizer=adam|ademamix`` (:mod:`agents.common.optim`) replaces the three AdamW, with the same per-component
+weight decay (decoupled for AdEMAMix, an L2 term for Adam, torch's meanings), learning rate and warm-up.
 
 Evaluation: ``predict(deterministic=True)`` takes the argmax of the policy, as SB3's contract says; the official test
 collector samples from the policy (``epsilon`` 0 but ``Categorical(logits).sample()``, ``src/coroutines/env_loop.py``).
@@ -42,6 +44,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.common.actor_critic import ImaginationLoop, actor_critic_loss
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.hyperparams import encode_hyperparams
+from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
 from agents.diamond.loop import DiamondLoop
 from agents.diamond.policy import DiamondPolicy
@@ -55,8 +58,11 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     """DIAMOND: an EDM diffusion world model and an actor-critic trained in its imagination.
 
     :param size: networks, ``paper`` or ``tiny``
-    :param learning_rate: of the three AdamW optimizers (1e-4)
-    :param weight_decay: AdamW's, per component ``[denoiser, rew_end_model, actor_critic]`` (``[1e-2, 1e-2, 0]``)
+    :param learning_rate: of the three optimizers (1e-4)
+    :param optimizer: ``adamw`` (the paper's) | ``adam`` | ``ademamix`` (:mod:`agents.common.optim`), one per component
+    :param optimizer_kwargs: its other arguments but ``weight_decay`` (``betas``, ``eps`` (default 1e-8), AdEMAMix's
+        ``alpha`` and ``T_alpha_beta3``)
+    :param weight_decay: per component ``[denoiser, rew_end_model, actor_critic]`` (``[1e-2, 1e-2, 0]``)
     :param warmup_steps: linear learning-rate warm-up of each component, in its own updates (100)
     :param grad_clip: max gradient norm per component (``[1.0, 100.0, 100.0]``)
     :param batch_size: segments per world-model step (32)
@@ -94,6 +100,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         env: VecEnv | None,
         size: str = "paper",
         learning_rate: float = 1e-4,
+        optimizer: str = "adamw",
+        optimizer_kwargs: dict[str, Any] | None = None,
         weight_decay: list[float] | tuple[float, ...] = (1e-2, 1e-2, 0.0),
         warmup_steps: int = 100,
         grad_clip: list[float] | tuple[float, ...] = (1.0, 100.0, 100.0),
@@ -135,6 +143,10 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
                              "must be >= 1")
         if int(threshold_rew) < 0 or int(num_final_epochs) < 0:
             raise ValueError(f"threshold_rew={threshold_rew} and num_final_epochs={num_final_epochs} must be >= 0")
+        optimizer_class(optimizer)  # a name it knows
+        if "weight_decay" in (optimizer_kwargs or {}):
+            raise ValueError("optimizer_kwargs.weight_decay: set weight_decay= instead (the agent's own argument)")
+        check_optimizer_kwargs(optimizer, optimizer_kwargs or {})
         self.hyperparams = encode_hyperparams({k: v for k, v in args.items() if k not in RUNTIME_ARGS})
         self.zoo_config = None
         BaseAlgorithm.__init__(  # not ZooAlgorithm.__init__: the hyperparameters are this constructor's, set above
@@ -143,6 +155,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
             supported_action_spaces=(spaces.Discrete,),
         )
         self.size, self.num_denoising_steps, self.diffusion = size, int(num_denoising_steps), diffusion
+        self.optimizer_name, self.optimizer_kwargs = optimizer, dict(optimizer_kwargs or {})
         self.weight_decay, self.grad_clip = [float(w) for w in weight_decay], [float(c) for c in grad_clip]
         self.warmup_steps, self.batch_size, self.rew_end_seq_length = int(warmup_steps), int(batch_size), \
             int(rew_end_seq_length)
@@ -165,9 +178,10 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
                   **self.policy_kwargs}
         self.policy = self.policy_class(self.observation_space, self.action_space, **kwargs).to(self.device)
         self.optimizers = {}
+        options = {"eps": 1e-8, **self.optimizer_kwargs}  # official AdamW eps (torch's default too)
         for name, wd in zip(COMPONENTS, self.weight_decay, strict=True):
             params = getattr(self.policy, name).parameters()
-            opt = torch.optim.AdamW(params, lr=self.learning_rate, eps=1e-8, weight_decay=wd)
+            opt = optimizer_class(self.optimizer_name)(params, lr=self.learning_rate, weight_decay=wd, **options)
             setattr(self, f"optimizer_{name}", opt)
             self.optimizers[name] = opt
         self.updates = dict.fromkeys(COMPONENTS, 0)
@@ -186,7 +200,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
 
     # ------------------------------------------------------------------ training
     def _update(self, name: str, loss: torch.Tensor, clip: float) -> float:
-        """One AdamW step of ``name`` with linear warm-up; returns the gradient norm before clipping."""
+        """One optimizer step of ``name`` with linear warm-up; returns the gradient norm before clipping."""
         opt, self.updates[name] = self.optimizers[name], self.updates[name] + 1
         for group in opt.param_groups:
             group["lr"] = self.learning_rate * min(1.0, self.updates[name] / max(1, self.warmup_steps))
@@ -227,12 +241,14 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
             loss, logs = self.policy.rew_end_model.loss(self._segments(self.batch_size, self.rew_end_seq_length, True))
             add("world_model/loss_rew", logs["loss_rew"])
             add("world_model/loss_end", logs["loss_end"])
-            self._update("rew_end_model", loss, self.grad_clip[1])
+            add("world_model/grad_norm_rew_end", self._update("rew_end_model", loss, self.grad_clip[1]))
         self.policy.denoiser.eval()  # the world model only imagines from here on
         self.policy.rew_end_model.eval()
         if steps[2] and self._imagination is None:
             self._imagination = self._make_imagination()
         for _ in range(steps[2]):
+            if not all(np.isfinite(values[-1]) for values in sums.values()):  # NaN weights stay NaN
+                break  # imagining from NaN weights fails (NaN logits); the NaN guard stops the run at the epoch's end
             rollout = self._imagination.collect(self.horizon)  # type: ignore[union-attr]
             loss, logs = actor_critic_loss(rollout, self.gamma, self.lam, self.weight_value_loss,
                                            self.weight_entropy_loss)

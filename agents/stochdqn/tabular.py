@@ -186,6 +186,7 @@ class StochQLearning(ZooAlgorithm, BaseAlgorithm):
             next_state = int(np.asarray(infos[0]["terminal_observation"]).reshape(-1)[0]) if done else int(new_obs[0])
             terminated = done and not infos[0].get("TimeLimit.truncated", False)  # truncation bootstraps
             delta = self.train_step(state, action, float(rewards[0]), next_state, terminated)
+            train_stats = {"td_error": delta}  # noqa: F841  (in the callbacks' locals: the NaN guard checks it)
             self._td_sum, self._td_count = self._td_sum + abs(delta), self._td_count + 1
             self._update_info_buffer(infos, dones)
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)

@@ -34,6 +34,17 @@ TINY_RUNS: dict[str, tuple[str, list[str]]] = {
                         "log_interval=5", "context=3", "n_layer=1", "env.max_episode_steps=30"]),
     "act": ("needle", ["preset=tiny", "total_timesteps=10", "save_freq=5", "eval_freq=0", "demos={data}",
                        "env.kwargs.image_size=32", "log_interval=5", "env.max_episode_steps=10"]),
+    # StochDQN's siblings: the same classes and checkpoint code, another target (double) or the full max
+    **{agent: ("inverted_pendulum_512", ["preset=tiny", "total_timesteps=240", "save_freq=120", "eval_freq=0",
+                                         "learning_starts=60", "batch_size=16", "env.max_episode_steps=50"])
+       for agent in ("stochddqn", "fulldqn", "fullddqn")},
+    "stochq": ("frozenlake_deterministic", ["preset=tiny", "total_timesteps=400", "save_freq=200", "eval_freq=0"]),
+    # the epoch-based world-model agents: checkpoints at epoch ends, here exactly at steps 100 and 200
+    "diamond": ("breakout", ["preset=tiny", "total_timesteps=200", "save_freq=100", "eval_freq=0",
+                             "agent.initial_collect_steps=50", "agent.threshold_rew=0", "agent.collect_steps=50",
+                             "env.max_episode_frames=200"]),
+    "delta_iris": ("crafter", ["preset=tiny", "total_timesteps=200", "save_freq=100", "eval_freq=0",
+                               "agent.num_steps_first_epoch=100", "agent.num_steps=50", "env.kwargs.length=50"]),
 }
 AGENTS = tuple(TINY_RUNS)
 
@@ -148,6 +159,12 @@ LONG_RUNS: dict[str, tuple[str, list[str], float]] = {
                        "env.kwargs.image_size=32", "log_interval=5", "env.max_episode_steps=10"], 0.0),
     "diamond": ("breakout", ["preset=tiny", "total_timesteps=300", "save_freq=50", "eval_freq=0",
                              "env.max_episode_frames=200"], 0.0),
+    # epochs of 50 steps after a first one of 100: a checkpoint at every epoch end, inside an episode (40 steps at
+    # most); no final epoch, so that the last evaluation (step 400) sees the final model and the curve has each step
+    # once
+    "delta_iris": ("crafter", ["preset=tiny", "total_timesteps=400", "save_freq=50", "eval_freq=100",
+                               "agent.num_steps_first_epoch=100", "agent.num_steps=50", "agent.num_final_epochs=0",
+                               "env.kwargs.length=40"], 0.002),
 }
 LONG_AGENTS = tuple(LONG_RUNS)
 

@@ -28,6 +28,7 @@ PPO = ["agent=ppo", "env=cartpole"]
 SAC = ["agent=sac", "env=pendulum"]
 DT = ["agent=dt", "env=hopper"]
 ACT = ["agent=act", "env=needle"]
+DI = ["agent=delta_iris", "env=crafter"]
 PPO_ZOO = "model=zoo:ppo-cartpole"
 
 # (category, runner, argv, the start of the message after "error: " or a part of it after "...")
@@ -57,9 +58,13 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("unknown", "dataset", ["env=cartpole", "quality=medium"], "env='cartpole'; choose one of: hopper, halfcheetah"),
     ("unknown", "demos", ["env=needel"], "env='needel'; choose one of: needle"),
     ("unknown", "demos", ["env=needle", "frames=3"], "unknown key 'frames' for runners.demos; allowed:"),
-    ("unknown", "bench", ["nope"], "unknown benchmark 'nope'; choose one of: act, envs"),
+    ("unknown", "bench", ["nope"], "unknown benchmark 'nope'; choose one of: act, "),
     ("unknown", "compare", ["/tmp", "colour=red"], "unknown key 'colour' for runners.compare; allowed: debug"),
     ("unknown", "compare", ["/tmp", "x=episodes"], "x='episodes' is not supported; choose one of: steps"),
+    ("unknown", "train", [*DI, "agent.precision=fp16"], "precision='fp16' is not allowed; choose one of: bf16, fp32"),
+    ("unknown", "train", [*DI, "agent.size=huge"], "size='huge' is not allowed; choose one of: crafter, atari, tiny"),
+    ("unknown", "train", [*DI, "agent.policy_kwargs={world_model: {layerz: 2}}"],
+     "unknown key 'world_model.layerz'; allowed: num_actions"),
     # wrong types
     ("type", "train", [*DQN, "total_timesteps=abc"], "total_timesteps='abc' has the wrong type: expected int"),
     ("type", "train", [*DQN, "seed=1.5"], "seed=1.5 has the wrong type: expected int like the default 0"),
@@ -82,6 +87,10 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("type", "demos", ["env=needle", "kinematic_error=nan"], "kinematic_error='nan'; expected a finite number"),
     ("type", "demos", ["env=needle", "progress=often"], "progress='often' is not a boolean"),
     ("type", "compare", ["/tmp", "out=plot.txt"], "out='plot.txt' must end with one of: .png, .pdf, .svg"),
+    ("type", "train", [*DI, "agent.batch_size=[2,2]"],
+     "batch_size=[2, 2] needs one value per component: tokenizer, world_model, actor_critic"),
+    ("type", "train", [*DI, "agent.grad_clip=10"],
+     "agent.grad_clip=10 has the wrong type: expected ListConfig like the default [10.0, 10.0, 10.0]"),
     # negative, zero or out-of-range sizes
     ("range", "train", [*DQN, "total_timesteps=-5"], "total_timesteps=-5 must be a positive integer"),
     ("range", "train", [*DQN, "total_timesteps=0"], "total_timesteps=0 must be a positive integer"),
@@ -127,6 +136,15 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("range", "demos", ["env=needle", "image_size=4096"], "image_size=4096 must be <= 1024"),
     ("range", "demos", ["env=needle", "kinematic_error=-0.01"], "kinematic_error=-0.01 must be in [0, 0.05]"),
     ("range", "demos", ["env=needle", "seed=-3"], "seed=-3 must be >= 0"),
+    ("range", "train", [*DI, "agent.batch_size=[0,2,2]"], "batch_size=[0, 2, 2] must be >= 1 and sequence_length"),
+    ("range", "train", [*DI, "agent.sequence_length=[1,21]"],
+     "batch_size=[32, 32, 86] must be >= 1 and sequence_length=[1, 21] >= 2"),
+    ("range", "train", [*DI, "agent.num_steps=0"], "num_steps_first_epoch=100000 and num_steps=0 must be >= 1"),
+    ("range", "train", [*DI, "agent.steps_per_epoch=[1,-1,1]"], "steps_per_epoch=[1, -1, 1] must be >= 0"),
+    ("range", "train", [*DI, "agent.priority_alpha=-1"], "priority_alpha=-1"),
+    ("range", "train", [*DI, "agent.buffer_capacity=0"], "buffer_capacity=0 must be >= 1 env steps"),
+    ("range", "train", [*DI, "agent.epsilon=2"], "epsilon=2"),
+    ("range", "train", [*DI, "agent.temperature=0"], "temperature=0"),
     # agents on envs whose spaces they cannot handle
     ("incompatible", "train", ["agent=act", "env=cartpole"],
      "act needs a Box action space; CartPole-v1 has Discrete(2)"),
@@ -140,6 +158,11 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("incompatible", "train", ["agent=stochq", "env=cartpole"], "stochq needs a Discrete observation space; CartPole"),
     ("incompatible", "train", ["agent=stochdqn", "env=pendulum"], "stochdqn needs a Discrete action space; Pendulum"),
     ("incompatible", "train", ["agent=stochdqn", "env=breakout", "env.discretize=4"], "unknown key 'env.discretize'"),
+    ("incompatible", "train", ["agent=delta_iris", "env=cartpole"], "delta_iris needs uint8 image observations (a Box "
+     "of 0..255 of shape (H, W, 3) or (3, H, W)); CartPole-v1 has Box(-inf, inf, (4,), float32)"),
+    ("incompatible", "train", ["agent=diamond", "env=mountaincar"], "diamond needs uint8 image observations"),
+    ("incompatible", "train", ["agent=delta_iris", "env=pendulum"], "delta_iris needs a Discrete action space; "
+     "Pendulum-v1 has Box("),
     ("incompatible", "evaluate", [PPO_ZOO, "env.id=Pendulum-v1"],
      f"'{ROOT}/results/zoo/ppo-cartpole' was trained with observation space Box(-inf, inf, (4,), float32)"),
     ("incompatible", "evaluate", [PPO_ZOO, "targets=paper"],
@@ -169,6 +192,16 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("contradictory", "bench", ["stochdqn", "act"], "one benchmark at a time, not 'stochdqn act'; choose one of:"),
     ("contradictory", "compare", ["tag=eval/mean_reward"], "no run directories given"),
     ("contradictory", "compare", ["/nonexistent/runs/*"], "no runs matched '/nonexistent/runs/*'"),
+    ("contradictory", "train", [*DI, "agent.horizon=30"],
+     "burn_in_length=5 + 1 + horizon=30 frames must fit in the world model's sequence_length[1]=21 blocks"),
+    ("contradictory", "train", [*DI, "agent.stop_after_epochs=0"], "num_final_epochs=9 must be >= 0 and "
+     "stop_after_epochs=0 >= 1 (or null)"),
+    ("contradictory", "train", [*DI, "agent.optimizer_kwargs={weight_decay: 0.1}"],
+     "optimizer_kwargs.weight_decay: set weight_decay= instead (the agent's own argument)"),
+    ("contradictory", "train", ["agent=delta_iris", "env=breakout", "preset=tiny"],  # the tiny preset is Crafter's
+     "env.kwargs {'length': 100} is not used by Atari envs"),
+    ("contradictory", "train", ["agent=delta_iris", "env=cartpole", "preset=tiny"],  # ... and not CartPole's either
+     "env 'CartPole-v1' does not take env.kwargs ['length']"),
 ]
 
 

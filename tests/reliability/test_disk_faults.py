@@ -3,7 +3,9 @@ since the tests run as root and chmod would not stop them) leaves the previous c
 
 A periodic checkpoint that fails is reported on one warning line naming the step and the intact previous checkpoint,
 and training goes on; a final model that cannot be written stops the run with one error line (exit 1) naming the
-last good checkpoint to resume from. No temporary directory is left behind either way.
+last good checkpoint to resume from. No temporary directory is left behind either way. Every agent of
+``conftest.TINY_RUNS``. The disk may also fill up later in a write, while the replay or episode buffer (the largest
+file of a checkpoint, written after the tensors) is written: the same warning, the same intact previous checkpoint.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import errno
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import agents.common.checkpoint as checkpoint
@@ -20,27 +23,29 @@ from agents.common.checkpoint import verify_checkpoint
 from agents.common.registry import load_agent
 from runners import train
 from runners.cli import run_main
-from tests.reliability.conftest import TINY_RUNS, TinyRuns
-
-AGENTS = ("dqn", "ppo", "sac", "dt", "act")
+from tests.reliability.conftest import AGENTS, TINY_RUNS, TinyRuns
 
 
-def full_disk_from(monkeypatch: pytest.MonkeyPatch, first: int, last: int | None = None) -> None:
-    """The ``first``-th to ``last``-th checkpoint writes (every later one when ``last`` is None) fail with ENOSPC."""
-    original = checkpoint.save_file
+def full_disk_from(monkeypatch: pytest.MonkeyPatch, first: int, last: int | None = None,
+                   writer: tuple[Any, str] = (checkpoint, "save_file")) -> None:
+    """The ``first``-th to ``last``-th calls of ``writer`` (every later one when ``last`` is None) fail with ENOSPC:
+    by default the safetensors writer of the checkpoints' tensors."""
+    owner, name = writer
+    original = getattr(owner, name)
     calls = {"n": 0}
 
-    def save_file(*args: Any, **kwargs: Any) -> Any:
+    def failing(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] >= first and (last is None or calls["n"] <= last):
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    monkeypatch.setattr(owner, name, failing)
 
 
 def save_steps(agent: str) -> tuple[int, int]:
-    """The steps of the first two periodic checkpoints of the agent's tiny run."""
+    """The steps of the first two periodic checkpoints of the agent's tiny run (DIAMOND's and Δ-IRIS's epochs end at
+    these steps: see ``conftest.TINY_RUNS``)."""
     freq = int(next(a for a in TINY_RUNS[agent][1] if a.startswith("save_freq=")).split("=")[1])
     return freq, 2 * freq
 
@@ -50,12 +55,22 @@ def no_leftovers(run_dir: Path) -> None:
     assert hidden == [], hidden
 
 
-@pytest.mark.parametrize("agent", AGENTS)
+# agents whose periodic checkpoints hold a buffer (replay_buffer.npz or episode_buffer.npz, written with np.savez;
+# the final model holds none)
+BUFFER_AGENTS = ("dqn", "sac", "stochdqn", "stochddqn", "fulldqn", "fullddqn", "diamond", "delta_iris")
+CASES = [*((agent, "tensors") for agent in AGENTS), *((agent, "buffer") for agent in BUFFER_AGENTS)]
+
+
+@pytest.mark.parametrize(("agent", "part"), CASES, ids=[f"{agent}-{part}" for agent, part in CASES])
 def test_failed_periodic_save_keeps_the_previous_checkpoint_and_training_goes_on(
-    agent: str, runs: TinyRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    agent: str, part: str, runs: TinyRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = save_steps(agent)
-    full_disk_from(monkeypatch, first=2, last=2)  # the second periodic checkpoint fails, the final model is written
+    # the second periodic checkpoint fails (its tensors, or its buffer once the tensors are written); the final
+    # model is written
+    full_disk_from(monkeypatch, first=2, last=2, writer=(checkpoint, "save_file") if part == "tensors" else (
+        np, "savez"))
     run_dir = tmp_path / "run"
     capsys.readouterr()
     assert run_main(train.main, runs.args(agent, run_dir)) == 0

@@ -1,10 +1,11 @@
 """Issue 9, item 3: hostile files are refused with one clear line; nothing is executed, nothing is overwritten.
 
-Every fault is applied to a copy of a real checkpoint written by ``runners.train`` for each agent kind (SB3
-baselines, StochDQN, DT/RADT, ACT), then loaded through the command line (``runners.evaluate`` / ``runners.train
-resume=``) or the library (``resolve_model``, ``load_dataset``, ``EpisodeBuffer.load``, ``load_demos``). A fault
-"resealed" is one whose author also rewrote the sha256 in meta.json (and meta.json's own hash), as someone
-crafting a malicious checkpoint would: the later checks must still refuse it.
+Every fault is applied to a copy of a real checkpoint written by ``runners.train`` for each agent of
+``conftest.TINY_RUNS`` (SB3 baselines, StochDQN and its siblings, tabular StochQ, DT/RADT, ACT, DIAMOND, Δ-IRIS),
+then loaded through the command line (``runners.evaluate`` / ``runners.train resume=``) or the library
+(``resolve_model``, ``load_dataset``, ``EpisodeBuffer.load``, ``load_demos``). A fault "resealed" is one whose author
+also rewrote the sha256 in meta.json (and meta.json's own hash), as someone crafting a malicious checkpoint would:
+the later checks must still refuse it.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import pytest
 from agents.common.checkpoint import META_FILE, MODEL_FILE, CheckpointError, _canonical_sha, sha256_file
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.manifest import MANIFEST_NAME, directory_files, resolve_model, write_entry
-from agents.common.persistence import REPLAY_FILE
+from agents.common.persistence import EPISODE_BUFFER_FILE, REPLAY_FILE
 from envs.datasets import load_dataset
 from envs.needle.demos import load_demos
 from runners import evaluate, train
 from runners.cli import run_main
 from tests.reliability.conftest import AGENTS, TinyRuns, copy_run, tree_digest
 
-REPLAY_AGENTS = ("dqn", "sac", "stochdqn")  # agents whose periodic checkpoints hold a replay buffer
+# agents whose periodic checkpoints hold a buffer of transitions -> its file (the world-model agents: episodes)
+BUFFER_FILES = {**dict.fromkeys(("dqn", "sac", "stochdqn", "stochddqn", "fulldqn", "fullddqn"), REPLAY_FILE),
+                **dict.fromkeys(("diamond", "delta_iris"), EPISODE_BUFFER_FILE)}
 
 
 class Payload:
@@ -250,7 +253,7 @@ def test_a_pickle_file_given_as_a_checkpoint_is_never_unpickled(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Replay buffers inside a checkpoint: refused on resume, before the run directory is touched
+# Replay and episode buffers inside a checkpoint: refused on resume, before the run directory is touched
 # --------------------------------------------------------------------------------------------------------------
 def replay_is_a_pickle(path: Path, payload: bytes) -> str:
     path.write_bytes(payload)
@@ -267,13 +270,13 @@ def replay_object_array(path: Path, payload: bytes) -> str:
 
 
 @pytest.mark.parametrize("fault", [replay_is_a_pickle, replay_object_array], ids=lambda f: f.__name__)
-@pytest.mark.parametrize("agent", REPLAY_AGENTS)
+@pytest.mark.parametrize("agent", sorted(BUFFER_FILES))
 def test_resume_refuses_a_poisoned_replay_buffer_and_leaves_the_run_untouched(
     runs: TinyRuns, agent: str, fault: Callable, tmp_path: Path, payload: bytes, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = copy_run(runs[agent], tmp_path)
     newest = sorted((run / "checkpoints").iterdir())[-1]
-    start = fault(newest / REPLAY_FILE, payload)
+    start = fault(newest / BUFFER_FILES[agent], payload)
     reseal(newest)
     before = tree_digest(run)
     capsys.readouterr()

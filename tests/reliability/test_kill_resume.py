@@ -7,7 +7,10 @@ is resumed. The resumed run must start from the last complete checkpoint, lose a
 leave no temporary directory behind, and end with the same step count, update count, schedules and buffer fill as
 the uninterrupted reference run, with every evaluation point of the TensorBoard curve present exactly once.
 Offline agents (dt, radt, act) end with exactly the reference's weights. Online agents do not: the env's own state
-is not in a checkpoint, so a resumed run starts a new episode (see ``test_determinism.py``).
+is not in a checkpoint, so a resumed run starts a new episode (see ``test_determinism.py``). The world-model agents
+(DIAMOND, Δ-IRIS) checkpoint at epoch ends, with the episode being collected: the resumed run keeps its steps (cut
+where the env was reset), ends with the reference's epoch and per-component update counts, and its episode buffer
+holds every env step, as the reference's does.
 """
 
 from __future__ import annotations
@@ -84,6 +87,12 @@ def final_state(run_dir: Path) -> dict:
     return json.loads((run_dir / "final" / "meta.json").read_text())["state"]
 
 
+def held_steps(episode_buffer: Path) -> int:
+    """Env steps in an episode buffer file: its episodes' and those of the episodes still being collected."""
+    with np.load(episode_buffer) as f:
+        return int(f["lengths"].sum()) + (int(f["pending.lengths"].sum()) if "pending.lengths" in f.files else 0)
+
+
 @pytest.mark.parametrize("agent", LONG_AGENTS)
 def test_run_killed_three_times_resumes_from_its_last_complete_checkpoint(
     agent: str, long_runs: LongRuns, tmp_path: Path
@@ -135,12 +144,12 @@ def test_run_killed_three_times_resumes_from_its_last_complete_checkpoint(
     summary = json.loads((run_dir / "results.json").read_text())
     assert summary["num_timesteps"] == total
     state, reference_state = final_state(run_dir), final_state(reference)
-    if agent != "diamond":  # DIAMOND checkpoints inside an epoch's collection: see the module docstring of callbacks
-        for counter in ("num_timesteps", "_n_updates", "exploration_rate", "_current_progress_remaining"):
-            if counter in reference_state:
-                assert state[counter] == pytest.approx(reference_state[counter]), counter
-        # every evaluation point once, none missing, none twice
-        eval_freq = arg_value(args, "eval_freq")
+    for counter in ("num_timesteps", "_n_updates", "exploration_rate", "_current_progress_remaining", "epoch",
+                    "updates"):
+        if counter in reference_state:
+            assert state[counter] == pytest.approx(reference_state[counter]), counter
+    eval_freq = arg_value(args, "eval_freq")
+    if eval_freq:  # every evaluation point once, none missing, none twice
         steps = read_scalars(run_dir, ["eval/mean_reward"])["eval/mean_reward"][:, 0]
         np.testing.assert_array_equal(steps, np.arange(eval_freq, total + 1, eval_freq))
     for tag, values in read_scalars(run_dir).items():  # no tag has a step twice or going back
@@ -151,6 +160,11 @@ def test_run_killed_three_times_resumes_from_its_last_complete_checkpoint(
         assert last.name == ref_last.name
         model, ref_model = load_agent(last, device="cpu"), load_agent(ref_last, device="cpu")
         assert model.replay_buffer.size() == ref_model.replay_buffer.size()
+    if (last / "episode_buffer.npz").exists():  # every env step kept: ended episodes and the one being collected
+        ref_last = checkpoint_dirs(reference)[-1][1]
+        assert last.name == ref_last.name
+        assert held_steps(last / "episode_buffer.npz") == held_steps(ref_last / "episode_buffer.npz")
+        assert held_steps(last / "episode_buffer.npz") == int(last.name.split("_")[1])
     if agent in EXACT_RESUME:  # nothing outside the checkpoint: the resumed run is the uninterrupted one
         weights, _ = load_checkpoint(run_dir / "final")
         ref_weights, _ = load_checkpoint(reference / "final")
