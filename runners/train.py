@@ -33,7 +33,7 @@ from stable_baselines3.common.logger import Logger
 from agents.common.callbacks import CheckpointCallback, EvalCallback, TrainingFault, latest_checkpoint
 from agents.common.checkpoint import atomic_write_text
 from agents.common.distributed import DistributedContext, distributed_session, torchrun_env
-from agents.common.evaluation import conditioned_env
+from agents.common.evaluation import conditioned_env, evaluate
 from agents.common.logger import configure_logger, log_text
 from agents.common.nan_guard import NanGuardCallback
 from agents.common.registry import REGISTRY, check_compatible, get_spec, make_agent
@@ -142,9 +142,14 @@ class Trainer:
             kept = f"the last checkpoint {last} is intact; resume with resume={self.run_dir}" if last else (
                 "no checkpoint was written")
             raise TrainingFault(f"saving the final model failed ({e}); {kept}") from None
-        # the final evaluation, unless the last periodic one saw this very model (same step, no update since)
+        # the final evaluation, unless the last periodic one saw this very model (same step, no update since); when
+        # the model changed after a periodic evaluation logged at this very step (SB3's off-policy update after the
+        # step's callbacks, DIAMOND's and Δ-IRIS's final epochs), results.json gets the final model's evaluation and
+        # TensorBoard keeps one point per step
         if getattr(evaluation, "model", None) is not None and evaluation.is_current():
             result = evaluation.last_result
+        elif evaluation.last_eval_step == self.model.num_timesteps:
+            result = evaluate(self.model, self.eval_env, self.cfg.eval_episodes, self.env_cfg)
         else:
             evaluation.init_callback(self.model)
             result = evaluation.evaluate_now()

@@ -3,11 +3,13 @@
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
     python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5] [command="..."]
-                              [export=true]
+                              [export=true] [deterministic=false]
                                                  copy <run>/final into results/zoo/<name>, evaluate it, record it
                                                  (command: the training command as run, recorded verbatim;
                                                  default: one rebuilt from the run's config; export: no optimizer
-                                                 state, large tensors in float16, for checkpoints over ~25 MB)
+                                                 state, large tensors in float16, for checkpoints over ~25 MB;
+                                                 deterministic=false: evaluate with sampled actions, the official
+                                                 test protocol of DIAMOND and Δ-IRIS)
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def cmd_verify() -> int:
 
 
 def cmd_add(pairs: dict[str, str]) -> int:
-    keys = ("name", "run", "episodes", "alignment_episodes", "command", "export", "debug")
+    keys = ("name", "run", "episodes", "alignment_episodes", "command", "export", "deterministic", "debug")
     check_keys(pairs, keys, "runners.zoo add")
     if "name" not in pairs or "run" not in pairs:
         raise UsageError("zoo add needs name=<name> and run=<run dir>")
@@ -72,6 +74,8 @@ def cmd_add(pairs: dict[str, str]) -> int:
     episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
     alignment_episodes = parse_int("alignment_episodes", pairs.get("alignment_episodes", "5"), minimum=1)
     export = parse_bool("export", pairs.get("export", "false"))
+    # deterministic=false evaluates as the official test collectors of DIAMOND and Δ-IRIS do (sampled actions)
+    deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
     if not (run / "results.json").is_file():
         raise UsageError(f"run={run}: not a finished training run (no results.json); train it with runners.train")
     summary = json.loads((run / "results.json").read_text())
@@ -87,8 +91,9 @@ def cmd_add(pairs: dict[str, str]) -> int:
         shutil.rmtree(destination)
     os.replace(staging, destination)
     model, env, env_cfg = load_for_eval(str(destination), "cpu", seed=1000)
-    result = evaluate(model, env, episodes, env_cfg)
-    score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": True, **result.score}
+    result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)
+    score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": deterministic,
+             **result.score}
     if hasattr(model, "wrap_env") and model.dataset_info is not None:  # dt, radt: the paper's alignment protocol
         normalize, unit = reference_normalizer(env_cfg["name"])
         targets = paper_targets(model.dataset_info)
