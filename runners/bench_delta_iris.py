@@ -106,12 +106,12 @@ def _load() -> float:
 
 
 def _load_note(start: float, end: float | None = None) -> str:
-    """The 1-minute load average at the start (and end) of a part, flagged when it exceeds the cores."""
+    """The 1-minute load average at the start (and end) of a part, flagged when other jobs shared the cores."""
     cores = os.cpu_count() or 1
     span = f"{start:.1f}" + (f" / {end:.1f}" if end is not None else "")
     when = "at the start / end of this part" if end is not None else "at the start of this part"
-    busy = max(start, end or 0.0) > cores
-    return (f"Load average {when}: {span} on {cores} cores"
+    busy = max(start, end or 0.0) > cores + 1  # this process's own threads count for up to the cores
+    return (f"Load average {when}: {span} on {cores} cores, this benchmark's own threads included"
             + (" (a loaded machine: wall-clock times are longer than on an idle one)." if busy else "."))
 
 
@@ -306,7 +306,8 @@ def part_iris(plan: Plan, data: Crafter) -> str:
         f"{plan.repeats} after 1 warm-up; imagination: untrained world models (the cost does not depend on the "
         f"weights) from real {BURN_IN}-frame contexts, no grad, fp32, median of {n} after 1, the steps within one "
         f"context; the two configurations timed in turns (Δ-IRIS, IRIS-style, Δ-IRIS, ...). "
-        f"CPU = the process's CPU time over all threads. Torch threads: {plan.threads}. "
+        f"CPU = the process's CPU time over all threads (OpenMP's spin-waiting included). Torch threads: "
+        f"{plan.threads}. "
         f"{_load_note(load_start, _load())}\n"
     )
 
@@ -489,8 +490,8 @@ def part_official(plan: Plan) -> str:
         f"reset from {imag['burn_in']} frames. Official numbers: OFFICIAL_TIMINGS.md section 2 (2-core CPU, 2 "
         f"threads, median of 5 after 2, measured one at a time on an idle machine); the official fp32 world-model "
         f"step measured 31.6 s and 25.0 s in two processes, the faster is used. Ratios: official time / ours at "
-        f"equal batch and precision, wall clock (on a loaded machine the CPU-time column is the steadier one: "
-        f"with 2 threads busy all the time an idle machine would take about half of it). "
+        f"equal batch and precision, wall clock. CPU time: the process's, over all threads (OpenMP's spin-waiting "
+        f"included, so it grows too when other jobs share the cores). "
         + (f"Peak memory of the {'; '.join(notes)} (the activations grow linearly with the batch; a run whose "
            f"estimate exceeds 1.25x the limit is not started). " if notes else "")
         + f"Torch threads: {plan.threads}. {_load_note(load_start, _load())}\n"
