@@ -8,12 +8,15 @@ A run directory (``run_dir=``, default ``runs/<agent>/<env>/<time>_s<seed>``) ho
 resolved config), ``tb/`` (TensorBoard events), ``checkpoints/step_<n>/`` (every ``save_freq`` env steps, with
 the replay buffer) and ``final/`` (the trained model), plus ``results.json`` (the final evaluation).
 
-Data-parallel (the gradient-step agents dt, radt, act; see agents/common/distributed.py)::
+Data-parallel (the gradient-step agents dt, radt, act and the world-model agents diamond, delta_iris; see
+agents/common/distributed.py and agents/common/epoch_loop.py)::
 
     torchrun --nproc_per_node=N -m runners.train agent=dt env=hopper distributed=true [device=cuda] [key=value ...]
+    torchrun --nproc_per_node=N -m runners.train agent=diamond env=breakout distributed=true [key=value ...]
 
-Every process samples its own batches and DDP averages the gradients (effective batch: N x batch_size); rank 0
-alone writes the run directory. ``distributed=true`` without torchrun trains in one process (world size 1).
+Every process samples its own batches (the world-model agents: from the episodes it collects itself) and DDP averages
+the gradients (effective batch: N x batch_size); rank 0 alone writes the run directory. ``distributed=true`` without
+torchrun trains in one process (world size 1).
 """
 
 from __future__ import annotations

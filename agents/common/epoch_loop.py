@@ -28,20 +28,59 @@ Shared rules:
   episode with its final observation (SB3's ``terminal_observation``); random actions, or the policy (its LSTM
   state carried in ``_collect_hidden``) with ``epsilon`` random actions.
 
+Data-parallel training (:meth:`EpochLoop.distribute`, :mod:`agents.common.distributed`): every trained component
+(a module of ``policy`` named by a key of ``optimizers``) is wrapped in DistributedDataParallel through a
+:class:`TrainingPass`, and the agent runs each update's forward pass with :meth:`EpochLoop._pass`, so that DDP
+averages its gradients over the ranks in ``backward`` (effective batch ``world_size x batch_size``). Every rank
+collects into its own episode buffer from its own envs (rank ``r`` seeds them ``seed + r * n_envs``) and draws its own
+segments: rank 0 with the algorithm's sampler and RNGs (saved in its checkpoints), rank ``r > 0`` with the numpy
+generator and torch seed keyed by ``(seed, r, epoch)`` (:func:`~agents.common.distributed.rank_streams`; its random
+actions too), set at the start of every epoch. ``num_timesteps`` and the budget count each rank's own env steps, so
+the epochs, the updates per epoch and every counter and schedule are those of the one-process run, identical on all
+ranks; what decides the loop from a rank's own data goes through :meth:`EpochLoop._all_true`. The epoch's means are
+averaged over the ranks before they are logged and shown to the callbacks (the NaN guard sees every rank's values),
+and a callback that stops the run on rank 0 stops every rank at the same epoch end.
+
 The agent provides ``epoch``, ``final_epochs_done``, ``num_final_epochs``, ``log_interval``, ``epsilon``,
-``episode_buffer``, ``_sampler`` (a numpy Generator), ``_step_reports`` and ``_collect_hidden``.
+``episode_buffer``, ``optimizers`` (component name -> its optimizer), ``_sampler`` (a numpy Generator),
+``_step_reports`` and ``_collect_hidden``.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from torch import nn
+
+from agents.common.distributed import DistributedContext, data_parallel, rank_streams
+
+
+class TrainingPass(nn.Module):
+    """A component whose training pass is not its ``forward`` (a ``loss`` method, a rollout in imagination), as the
+    module that DistributedDataParallel wraps: ``forward(fn, *args)`` runs ``fn(*args)``. DDP averages in ``backward``
+    the gradients of what runs inside its wrapper's ``forward``; the component is a child, so its parameters and
+    buffers are the wrapper's (and its own state dict keeps its names)."""
+
+    def __init__(self, component: nn.Module) -> None:
+        super().__init__()
+        self.component = component
+
+    def forward(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
 
 
 class EpochLoop:
     """``learn`` and collection of an epoch-based world-model agent, mixed in before SB3's ``BaseAlgorithm``."""
+
+    supports_distributed: ClassVar[bool] = True
+    optimizers: dict[str, torch.optim.Optimizer]
+    _distributed: DistributedContext | None = None
+    _distributed_seed: int = 0
+    _ddp: dict[str, nn.Module]
 
     # ------------------------------------------------------------------ hooks
     def _collect_epoch(self) -> None:
@@ -67,7 +106,9 @@ class EpochLoop:
                                                       progress_bar)
         callback.on_training_start(locals(), globals())
         interval, started, start_steps = log_interval or self.log_interval, time.time(), self.num_timesteps
+        ctx = self._distributed
         while True:
+            self._rank_streams()
             if self._collecting(total_timesteps):
                 self._collect_epoch()
                 self.final_epochs_done = 0
@@ -76,12 +117,14 @@ class EpochLoop:
             else:
                 break
             logs = self._train_epoch()
+            if ctx is not None:  # the same keys on every rank: the loop and the updates are the same
+                logs = ctx.mean_scalars(logs)
             self.epoch += 1
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             if self.epoch % interval == 0:
                 self._dump_logs(logs, (self.num_timesteps - start_steps) / max(time.time() - started, 1e-9))
             callback.update_locals({"train_stats": logs})  # the NaN guard checks them before any checkpoint
-            if not self._report_steps(callback):
+            if not self._all_true(self._report_steps(callback)):  # a stop on rank 0 stops every rank
                 break
         callback.on_training_end()
         return self
@@ -105,6 +148,46 @@ class EpochLoop:
             if not callback.on_step():
                 return False
         return True
+
+    # ------------------------------------------------------------------ data parallel
+    def distribute(self, ctx: DistributedContext, seed: int | None = None) -> None:
+        """Train data-parallel in the process group of ``ctx`` (every rank calls it, after loading the model, before
+        ``learn``; see the module docstring).
+
+        Wraps every trained component in DDP (every rank continues from rank 0's weights), seeds the envs of rank
+        ``r > 0`` with ``seed + r * n_envs`` (applied at the env reset of ``learn``) and keys its draws by
+        ``(seed, r, epoch)``; ``seed``: the run's (None: the algorithm's, else a random one).
+        """
+        passes = {name: TrainingPass(getattr(self.policy, name)) for name in self.optimizers}  # type: ignore
+        trained = [p for opt in self.optimizers.values() for group in opt.param_groups for p in group["params"]]
+        self._ddp = data_parallel(ctx, passes, trained)
+        seed = seed if seed is not None else self.seed  # type: ignore[attr-defined]
+        seed = seed if seed is not None else np.random.SeedSequence().entropy % 2**32
+        self._distributed_seed = int(ctx.broadcast_object(seed))
+        self._distributed = ctx
+        if ctx.rank > 0 and self.env is not None:  # type: ignore[attr-defined]
+            self.env.seed(self._distributed_seed + ctx.rank * self.env.num_envs)  # type: ignore[attr-defined]
+
+    def _pass(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, the training forward pass of component ``name``: through its DDP wrapper when
+        distributed (DDP then averages the gradients of its ``backward`` over the ranks)."""
+        if self._distributed is None:
+            return fn(*args, **kwargs)
+        return self._ddp[name](fn, *args, **kwargs)
+
+    def _all_true(self, flag: bool) -> bool:
+        """``flag`` in one process; distributed: whether it holds on every rank (a decision every rank takes alike)."""
+        return flag if self._distributed is None else self._distributed.all_true(flag)
+
+    def _rank_streams(self) -> None:
+        """On a rank ``r > 0``: its own draws for the coming epoch, keyed by ``(seed, r, epoch)``: the sampler of
+        segments and exploration, torch's generator (imagination, the policy's actions) and the random actions."""
+        ctx = self._distributed
+        if ctx is None or ctx.rank == 0:
+            return
+        self._sampler, noise_seed = rank_streams(self._distributed_seed, ctx.rank, self.epoch)
+        torch.manual_seed(noise_seed)
+        self.action_space.seed(noise_seed)
 
     # ------------------------------------------------------------------ collection
     def _hwc(self, obs: np.ndarray) -> np.ndarray:

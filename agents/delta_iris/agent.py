@@ -24,6 +24,14 @@ github.com/vmicheli/delta-iris; the shared :class:`~agents.common.epoch_loop.Epo
   ``weight_decay`` ``[0.01, 0.01, 0]`` (Atari ``[0, 0.01, 0]``; AdamW without decay is the official Adam of the
   actor-critic); gradients clipped to ``grad_clip`` (10).
 
+Data-parallel training under ``torchrun`` (``distributed=true``, :class:`~agents.common.epoch_loop.EpochLoop`):
+every rank collects its own episodes (the random first epoch too) into its own buffer, with its own draw counts, and
+trains the three components on its own segments, DDP averaging the gradients, so each update sees ``world_size x
+batch_size`` samples; the codebook's EMA sums its statistics over the ranks (:mod:`world_models.delta_iris.quantizer`),
+the EMA target follows the same weights on every rank; rank 0 alone logs, evaluates and saves. A rank's loss is the
+mean over its own unpadded steps, so the update is the combined batch's exactly when the ranks' segments hold equally
+many.
+
 Callbacks see the steps at epoch ends, so checkpoints fall between epochs; a checkpoint holds everything the loop
 carries (the last observation, each env's last frames for the burn-in, the episodes being collected with
 ``replay_buffer=True``, the draw counts, every RNG), so that ``learn(n); save; load(force_reset=False); learn(m)`` in
@@ -53,6 +61,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from agents.common.distributed import DistributedContext
 from agents.common.episode_buffer import EpisodeBuffer
 from agents.common.episode_sampling import draw_segment_starts
 from agents.common.epoch_loop import EpochLoop
@@ -286,6 +295,11 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
             self._collect_hidden = (hx.cpu().numpy(), cx.cpu().numpy())
         super().collect(n_steps, random)
 
+    def distribute(self, ctx: DistributedContext, seed: int | None = None) -> None:
+        """:meth:`EpochLoop.distribute`; the codebook's EMA then sums its batch statistics over the ranks."""
+        super().distribute(ctx, seed)
+        self.policy.tokenizer.quantizer.all_reduce_statistics = True
+
     # ------------------------------------------------------------------ training
     def _update(self, name: str, loss: torch.Tensor) -> float:
         """One optimizer step of ``name``; returns the gradient norm before clipping."""
@@ -299,14 +313,18 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
 
     def _segments(self, component: str, batch_size: int, seq_len: int, beyond_end: bool,
                   count: bool) -> dict[str, torch.Tensor]:
-        """``batch_size`` segments drawn with ``component``'s count-based weights (its counts grow when ``count``):
-        ``frames [B, L, 3, H, W]`` in [0, 1], ``acts``, ``rews``, ``ends``, ``mask`` ``[B, L]`` on the device."""
+        """``batch_size`` segments drawn with ``component``'s count-based weights (its counts grow when ``count``),
+        as :meth:`_batch`."""
         buffer = self.episode_buffer
         p = buffer.probabilities("count", component, self.priority_alpha)
         ids, starts = draw_segment_starts(buffer.lengths, p, batch_size, seq_len, self._sampler, beyond_end)
         if count:
             buffer.count_draws(ids, component)
-        seg = buffer.get_segments(ids, starts, seq_len)
+        return self._batch(buffer.get_segments(ids, starts, seq_len))
+
+    def _batch(self, seg: Any) -> dict[str, torch.Tensor]:
+        """A :class:`~agents.common.episode_buffer.Segment` on the device: ``frames [B, L, 3, H, W]`` in [0, 1],
+        ``acts``, ``rews``, ``ends``, ``mask`` ``[B, L]``."""
         frames = torch.as_tensor(seg.obs, device=self.device).permute(0, 1, 4, 2, 3).float().div_(255)
         return {"frames": frames, "acts": torch.as_tensor(seg.act, device=self.device).long(),
                 "rews": torch.as_tensor(seg.rew, device=self.device).float(),
@@ -318,53 +336,79 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
 
     def train(self, steps: tuple[int, int, int], count: bool = True) -> dict[str, float]:
         """``steps`` updates of the tokenizer, the world model and the actor-critic, in that order (each component's
-        draws counted when ``count``); returns the means of what they log. Nothing trains before an episode ends."""
-        if self.episode_buffer.num_episodes == 0:
+        draws counted when ``count``); returns the means of what they log. Nothing trains before an episode ends
+        (distributed: on every rank)."""
+        if not self._all_true(self.episode_buffer.num_episodes > 0):
             return {}
         policy, sums = self.policy, {}
 
-        def add(key: str, value: float) -> None:
-            sums.setdefault(key, []).append(value)
+        def add(logs: dict[str, float]) -> None:
+            for key, value in logs.items():
+                sums.setdefault(key, []).append(value)
 
         policy.set_training_mode(True)
         for _ in range(steps[0]):
-            b = self._segments("tokenizer", self.batch_size[0], self.sequence_length[0], True, count)
-            with self._autocast():
-                loss, logs = policy.tokenizer.loss(b["frames"], b["acts"], b["mask"])
-            for key, value in logs.items():
-                add(f"world_model/tokenizer_{key}", value)
-            add("world_model/grad_norm_tokenizer", self._update("tokenizer", loss))
+            add(self._tokenizer_step(self._segments("tokenizer", self.batch_size[0], self.sequence_length[0], True,
+                                                    count)))
         policy.tokenizer.eval()  # frozen from here on: the world model's targets, then imagination
         for _ in range(steps[1]):
-            b = self._segments("world_model", self.batch_size[1], self.sequence_length[1], True, count)
-            with self._autocast():
-                loss, logs = policy.world_model.loss(**b, tokenizer=policy.tokenizer)
-            for key, value in logs.items():
-                add(f"world_model/{key}", value)
-            add("world_model/grad_norm", self._update("world_model", loss))
+            add(self._world_model_step(self._segments("world_model", self.batch_size[1], self.sequence_length[1],
+                                                      True, count)))
         policy.world_model.eval()
-        ac = policy.actor_critic
         for _ in range(steps[2]):
-            if not all(np.isfinite(values[-1]) for values in sums.values()):  # NaN weights stay NaN
+            if not self._all_true(all(np.isfinite(values[-1]) for values in sums.values())):  # NaN weights stay NaN
                 break  # imagining from NaN weights fails (NaN logits); the NaN guard stops the run at the epoch's end
-            b = self._segments("actor_critic", self.batch_size[2], self.burn_in_length + 1, False, count)
-            env = DeltaIrisWorldModelEnv(policy.tokenizer, policy.world_model, None, self.horizon, self.batch_size[2],
-                                         memory=0)
-            imagined = imagine(ac, env, b["frames"], b["acts"], self.horizon)
-            loss, logs = actor_critic_loss(imagined, self.gamma, self.lam, self.entropy_weight,
-                                           ac.cfg.two_hot_returns)
-            ac.update_target(self.tau)  # official: in compute_loss, before the optimizer's step
-            mask = mask_after_first_end(imagined.end)
-            add("imagination/return", (imagined.rew * mask).sum(1).mean().item())
-            add("imagination/end_rate", imagined.end.any(1).float().mean().item())
-            add("imagination/entropy", logs.pop("policy_entropy"))
-            add("imagination/lambda_return", logs.pop("lambda_return"))
-            add("imagination/value", logs.pop("value"))
-            for key, value in logs.items():
-                add(f"train/{key}", value)
-            add("train/grad_norm", self._update("actor_critic", loss))
+            add(self._actor_critic_step(self._segments("actor_critic", self.batch_size[2], self.burn_in_length + 1,
+                                                       False, count)))
         self._n_updates += sum(steps)
         return {key: float(np.mean(values)) for key, values in sums.items()}
+
+    def _tokenizer_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One update of the tokenizer on segments ``b`` (its codebook's EMA too, in training mode); returns what
+        it logs."""
+        tokenizer = self.policy.tokenizer
+        with self._autocast():
+            loss, logs = self._pass("tokenizer", tokenizer.loss, b["frames"], b["acts"], b["mask"])
+        if self._distributed is not None and tokenizer.training and not (b["mask"][:, :-1] & b["mask"][:, 1:]).any():
+            # no pair of frames here, so no codebook update: take part, with nothing, in the other ranks' statistics
+            quantizer = tokenizer.quantizer
+            quantizer.update_codebook(quantizer.codebook.new_zeros(0, quantizer.codebook.size(1)),
+                                      torch.zeros(0, dtype=torch.long, device=self.device))
+        out = {f"world_model/tokenizer_{key}": value for key, value in logs.items()}
+        out["world_model/grad_norm_tokenizer"] = self._update("tokenizer", loss)
+        return out
+
+    def _world_model_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One update of the world model on segments ``b`` (the tokenizer gives its targets); returns what it logs."""
+        with self._autocast():
+            loss, logs = self._pass("world_model", self.policy.world_model.loss, **b, tokenizer=self.policy.tokenizer)
+        out = {f"world_model/{key}": value for key, value in logs.items()}
+        out["world_model/grad_norm"] = self._update("world_model", loss)
+        return out
+
+    def _actor_critic_step(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One update of the actor-critic on trajectories imagined from the real segments ``b`` (its EMA target
+        first); returns what it logs."""
+        loss, logs = self._pass("actor_critic", self._imagined_loss, b)
+        self.policy.actor_critic.update_target(self.tau)  # official: in compute_loss, before the optimizer's step
+        logs["train/grad_norm"] = self._update("actor_critic", loss)
+        return logs
+
+    def _imagined_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The actor-critic's loss on ``horizon`` steps imagined from the last frame of each segment of ``b`` (its
+        first ``burn_in_length`` frames read by the LSTMs), and what it logs."""
+        policy, ac = self.policy, self.policy.actor_critic
+        env = DeltaIrisWorldModelEnv(policy.tokenizer, policy.world_model, None, self.horizon, b["frames"].size(0),
+                                     memory=0)
+        imagined = imagine(ac, env, b["frames"], b["acts"], self.horizon)
+        loss, logs = actor_critic_loss(imagined, self.gamma, self.lam, self.entropy_weight, ac.cfg.two_hot_returns)
+        mask = mask_after_first_end(imagined.end)
+        out = {"imagination/return": (imagined.rew * mask).sum(1).mean().item(),
+               "imagination/end_rate": imagined.end.any(1).float().mean().item(),
+               "imagination/entropy": logs.pop("policy_entropy"),
+               "imagination/lambda_return": logs.pop("lambda_return"),
+               "imagination/value": logs.pop("value")}
+        return loss, {**out, **{f"train/{key}": value for key, value in logs.items()}}
 
     # ------------------------------------------------------------------ state
     def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

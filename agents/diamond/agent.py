@@ -18,6 +18,13 @@ the actor-critic learns from ``imagination_batch_size`` imagined rollouts of ``h
 ``optimizer=adam|ademamix`` (:mod:`agents.common.optim`) replaces the three AdamW, with the same per-component
 weight decay (decoupled for AdEMAMix, an L2 term for Adam, torch's meanings), learning rate and warm-up.
 
+Data-parallel training under ``torchrun`` (``distributed=true``, :class:`~agents.common.epoch_loop.EpochLoop`):
+every rank collects its own episodes (the initial collection too) into its own buffer and trains the three components
+on its own segments and imagined rollouts, DDP averaging the gradients, so each update sees ``world_size x
+batch_size`` segments (``world_size x imagination_batch_size`` rollouts); rank 0 alone logs, evaluates and saves. A
+rank's loss is the mean over its own unpadded frames, so the update is the combined batch's exactly when the ranks'
+segments hold equally many (else each rank's frames weigh ``1 / (world_size x its count)``).
+
 Evaluation: ``predict(deterministic=True)`` takes the argmax of the policy, as SB3's contract says; the official test
 collector samples from the policy (``epsilon`` 0 but ``Categorical(logits).sample()``, ``src/coroutines/env_loop.py``).
 The runners' periodic evaluation (``EvalCallback``) is deterministic for every agent; evaluate DIAMOND as the paper
@@ -229,37 +236,52 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         self.policy.set_training_mode(True)
         sums: dict[str, list[float]] = {}
 
-        def add(key: str, value: float) -> None:
-            sums.setdefault(key, []).append(value)
+        def add(logs: dict[str, float]) -> None:
+            for key, value in logs.items():
+                sums.setdefault(key, []).append(value)
 
         for _ in range(steps[0]):
-            loss, _ = self.policy.denoiser.loss(self._segments(self.batch_size, self.policy.denoiser.cfg.seq_length,
-                                                               False))
-            add("world_model/loss_denoising", loss.item())
-            add("world_model/grad_norm_denoising", self._update("denoiser", loss, self.grad_clip[0]))
+            add(self._denoiser_step(self._segments(self.batch_size, self.policy.denoiser.cfg.seq_length, False)))
         for _ in range(steps[1]):
-            loss, logs = self.policy.rew_end_model.loss(self._segments(self.batch_size, self.rew_end_seq_length, True))
-            add("world_model/loss_rew", logs["loss_rew"])
-            add("world_model/loss_end", logs["loss_end"])
-            add("world_model/grad_norm_rew_end", self._update("rew_end_model", loss, self.grad_clip[1]))
+            add(self._rew_end_step(self._segments(self.batch_size, self.rew_end_seq_length, True)))
         self.policy.denoiser.eval()  # the world model only imagines from here on
         self.policy.rew_end_model.eval()
-        if steps[2] and self._imagination is None:
-            self._imagination = self._make_imagination()
         for _ in range(steps[2]):
-            if not all(np.isfinite(values[-1]) for values in sums.values()):  # NaN weights stay NaN
+            if not self._all_true(all(np.isfinite(values[-1]) for values in sums.values())):  # NaN weights stay NaN
                 break  # imagining from NaN weights fails (NaN logits); the NaN guard stops the run at the epoch's end
-            rollout = self._imagination.collect(self.horizon)  # type: ignore[union-attr]
-            loss, logs = actor_critic_loss(rollout, self.gamma, self.lam, self.weight_value_loss,
-                                           self.weight_entropy_loss)
-            add("imagination/return", rollout.rew.sum(1).mean().item())
-            add("imagination/entropy", logs.pop("policy_entropy"))
-            add("imagination/lambda_return", logs.pop("lambda_return"))
-            for key, value in logs.items():
-                add(f"train/{key}", value)
-            add("train/grad_norm", self._update("actor_critic", loss, self.grad_clip[2]))
+            add(self._actor_critic_step())
         self._n_updates += sum(steps)
         return {key: float(np.mean(values)) for key, values in sums.items()}
+
+    def _denoiser_step(self, batch: Any) -> dict[str, float]:
+        """One update of the denoiser on ``batch`` (a ``WorldModelBatch``); returns what it logs."""
+        loss, _ = self._pass("denoiser", self.policy.denoiser.loss, batch)
+        return {"world_model/loss_denoising": loss.item(),
+                "world_model/grad_norm_denoising": self._update("denoiser", loss, self.grad_clip[0])}
+
+    def _rew_end_step(self, batch: Any) -> dict[str, float]:
+        """One update of the reward/end model on ``batch``; returns what it logs."""
+        loss, logs = self._pass("rew_end_model", self.policy.rew_end_model.loss, batch)
+        return {"world_model/loss_rew": logs["loss_rew"], "world_model/loss_end": logs["loss_end"],
+                "world_model/grad_norm_rew_end": self._update("rew_end_model", loss, self.grad_clip[1])}
+
+    def _actor_critic_step(self) -> dict[str, float]:
+        """One update of the actor-critic on ``horizon`` more steps of its imagined rollouts; returns what it logs."""
+        loss, logs = self._pass("actor_critic", self._imagined_loss)
+        logs["train/grad_norm"] = self._update("actor_critic", loss, self.grad_clip[2])
+        return logs
+
+    def _imagined_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """The actor-critic's loss on the next ``horizon`` steps of its ``imagination_batch_size`` rollouts in the
+        world model (started from real contexts, continued across calls), and what it logs."""
+        if self._imagination is None:
+            self._imagination = self._make_imagination()
+        rollout = self._imagination.collect(self.horizon)
+        loss, logs = actor_critic_loss(rollout, self.gamma, self.lam, self.weight_value_loss, self.weight_entropy_loss)
+        out = {"imagination/return": rollout.rew.sum(1).mean().item(),
+               "imagination/entropy": logs.pop("policy_entropy"),
+               "imagination/lambda_return": logs.pop("lambda_return")}
+        return loss, {**out, **{f"train/{key}": value for key, value in logs.items()}}
 
     # ------------------------------------------------------------------ state
     IMAGINATION_STATE = ("env.obs_buffer", "env.act_buffer", "env.hidden_h", "env.hidden_c", "env.ep_len",

@@ -5,7 +5,8 @@ github.com/eloialonso/diamond), as the ``learn`` of :class:`~agents.diamond.agen
 - **Initial collection** (epoch 0, random actions): ``initial_collect_steps`` (5000), then ``collect_steps`` (100)
   more at a time while fewer than ``threshold_rew`` (10) steps carry a *minority* reward sign (the counts of the
   signs {-1, 0, 1} but the largest, official ``sum(sorted(counts_rew)[:-1])``) and fewer than
-  ``initial_collect_max_steps`` (10000) steps are collected (``config/trainer.yaml`` ``collection.train.first_epoch``).
+  ``initial_collect_max_steps`` (10000) steps are collected (``config/trainer.yaml`` ``collection.train.first_epoch``);
+  in data-parallel training every rank collects until every rank has its ``threshold_rew`` steps.
 - **Epochs** (1, 2, ...): collect ``collect_steps`` with the policy, then train the three models, the first epoch
   with ``first_epoch_train_steps``.
 - **Final epochs**: once the budget is reached, ``num_final_epochs`` (50) epochs train all three models
@@ -43,5 +44,7 @@ class DiamondLoop(EpochLoop):
         """Epoch 0's random collection with the ``threshold_rew`` rule (see the module docstring)."""
         self.collect(self.initial_collect_steps, random=True)
         cap = self.initial_collect_max_steps
-        while self.minority_rewards < self.threshold_rew and (cap is None or self.num_timesteps < cap):
+        # distributed: every rank goes on until every rank has its minority rewards (the ranks stay in step)
+        while (cap is None or self.num_timesteps < cap) and not self._all_true(
+                self.minority_rewards >= self.threshold_rew):
             self.collect(self.collect_steps, random=True)

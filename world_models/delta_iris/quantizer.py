@@ -16,6 +16,12 @@ training batch (:meth:`Quantizer.update_codebook`, ``N`` vectors ``z_n`` with to
         batch as their new code and f_c = 1 / C
     e_c     <- normalize(e_c);   num_updates += 1
 
+Data-parallel training (:attr:`Quantizer.all_reduce_statistics`, set by the agent on every rank): the batch
+statistics ``sum_{n: k_n = c} z_n``, ``|{n: k_n = c}|`` and ``N`` are summed over the ranks before the update, so
+every rank applies the update of the combined batch and the codebooks stay identical (DistributedDataParallel's
+broadcast of rank 0's buffers alone would keep them equal but drop the other ranks' batches); a revival is rank 0's
+(from its own ``z_n``), broadcast to the others.
+
 Crafter uses ``max_codebook_updates_with_revival = 0`` (revival only on collapse, ``H < 1``), Atari 400 (the
 tokenizer's first epoch). The projection, the matching and the update run in float32, also under autocast.
 
@@ -31,6 +37,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -59,6 +66,8 @@ class Quantizer(nn.Module):
     codebook: torch.Tensor
     codeword_freqs: torch.Tensor
     num_updates: torch.Tensor
+    #: sum the statistics of the EMA update over the ranks of the default process group (data-parallel training)
+    all_reduce_statistics: bool = False
 
     def __init__(
         self, codebook_size: int, codebook_dim: int, input_dim: int, max_codebook_updates_with_revival: int | None = 0
@@ -109,22 +118,38 @@ class Quantizer(nn.Module):
             return self._update_codebook(z, tokens)
 
     def _update_codebook(self, z: torch.Tensor, tokens: torch.Tensor) -> dict[str, float]:
-        z, tokens = z.detach().float().reshape(-1, self.codebook.size(1)), tokens.reshape(-1)
-        one_hot = F.one_hot(tokens, self.codebook_size).float()  # [N, C]
-        counts = one_hot.sum(dim=0)
-        means = F.normalize(one_hot.t() @ z, dim=-1)  # normalize(sum) = normalize(mean); 0 for unused codes
+        size, dim = self.codebook.shape
+        z, tokens = z.detach().float().reshape(-1, dim), tokens.reshape(-1)
+        one_hot = F.one_hot(tokens, size).float()  # [N, C]
+        stats = torch.cat([(one_hot.t() @ z).flatten(), one_hot.sum(dim=0), z.new_tensor([z.size(0)])])
+        across_ranks = self._across_ranks()
+        if across_ranks:
+            dist.all_reduce(stats)  # sums over the ranks: the statistics of the combined batch
+        sums, counts, n = stats[: size * dim].view(size, dim), stats[size * dim : -1], stats[-1]
+        means = F.normalize(sums, dim=-1)  # normalize(sum) = normalize(mean); 0 for unused codes
         self.codebook.lerp_(means, CODEBOOK_LERP)
-        self.codeword_freqs.lerp_(counts / z.size(0), FREQS_LERP)
+        self.codeword_freqs.lerp_(counts / n.clamp(min=1), FREQS_LERP)
 
-        num_revived = 0
-        if self.can_revive(self.codebook_entropy()):
+        revived = torch.zeros(1, device=z.device)
+        if self.can_revive(self.codebook_entropy()):  # the same decision on every rank: the same frequencies
             expired = torch.nonzero(self.codeword_freqs < 1 / (10 * self.codebook_size)).flatten()
             expired = expired[torch.randperm(expired.numel(), device=expired.device)[: z.size(0)]]
             sources = torch.randperm(z.size(0), device=z.device)[: expired.numel()]
             self.codebook[expired] = z[sources]
             self.codeword_freqs[expired] = 1 / self.codebook_size
-            num_revived = int(expired.numel())
+            revived += expired.numel()
+            if across_ranks:  # rank 0's revival on every rank
+                state = torch.cat([self.codebook.flatten(), self.codeword_freqs, revived])
+                dist.broadcast(state, src=0)
+                self.codebook.copy_(state[: size * dim].view(size, dim))
+                self.codeword_freqs.copy_(state[size * dim : -1])
+                revived = state[-1:]
+        num_revived = int(revived.item())
 
         self.codebook.copy_(F.normalize(self.codebook, dim=-1))
         self.num_updates += 1
         return {"codewords_revived": float(num_revived)}
+
+    def _across_ranks(self) -> bool:
+        return self.all_reduce_statistics and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1
