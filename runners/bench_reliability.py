@@ -2,9 +2,10 @@
 per agent, the faults tried and the faults survived (refused or stopped as designed, nothing lost); its ``memory``
 part measures the peak RSS of training runs (:mod:`runners.reliability_memory`, item 7).
 
-    python -m runners.bench reliability [workers=2] [part=all|faults|memory] [seconds=120]
+    python -m runners.bench reliability [workers=2] [part=all|faults|memory] [seconds=120] [agents=a,b]
 
-``part=faults`` or ``part=memory`` reruns one part and keeps the other part's section of the existing file.
+``part=faults`` or ``part=memory`` reruns one part and keeps the other part's section of the existing file;
+``agents=`` (memory) measures those agents only and replaces their rows of the existing table, keeping the others.
 
 Each parametrized test case is one fault: its category is its test file, its agent the registry id in its test id
 (bad-configuration cases are counted per runner instead).
@@ -147,18 +148,52 @@ def split_sections(text: str) -> tuple[str, str]:
     return text, ""
 
 
-def run(out_path: str, workers: str = "2", part: str = "all", seconds: str = "120") -> str:
-    from runners.reliability_memory import measure_all
+def merge_rows(old: str, new: str, agents: list[str]) -> str:
+    """``old``'s memory section with the table rows of ``agents`` taken from ``new`` (appended when ``old`` has
+    none), in the order of ``MEMORY_RUNS``; the rest of ``old`` (its method paragraph) is kept."""
+    from runners.reliability_memory import MEMORY_RUNS
+
+    def rows(text: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for line in text.splitlines():
+            cells = [c.strip() for c in line.split("|")]
+            if len(cells) > 2 and cells[1] in MEMORY_RUNS:
+                out.setdefault(cells[1], []).append(line)
+        return out
+
+    if not old:
+        return new
+    merged = {**rows(old), **{a: r for a, r in rows(new).items() if a in agents}}
+    lines, table_done = [], False
+    for line in old.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and cells[1] in MEMORY_RUNS:
+            if not table_done:  # the whole table body at the first row, in registry order
+                lines += [r for agent in MEMORY_RUNS for r in merged.get(agent, [])]
+                table_done = True
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def run(out_path: str, workers: str = "2", part: str = "all", seconds: str = "120", agents: str = "all") -> str:
+    from runners.reliability_memory import MEMORY_RUNS, measure_all
     from runners.reliability_memory import render as render_memory
 
     n = parse_int("workers", workers, minimum=1)
     duration = parse_int("seconds", seconds, minimum=1)
     if part not in PARTS:
         raise UsageError(f"part={part}: choose one of {', '.join(PARTS)}")
+    chosen = None if agents == "all" else [a for a in agents.split(",") if a]
+    for agent in chosen or []:
+        if agent not in MEMORY_RUNS:
+            raise UsageError(f"agents: unknown agent '{agent}'; choose from: {', '.join(MEMORY_RUNS)}, all")
     path = Path(out_path)
-    new_faults = render(run_suite(n), n) if part in ("all", "faults") else None
-    new_memory = render_memory(measure_all(duration), duration) if part in ("all", "memory") else None
     faults, memory = split_sections(path.read_text() if path.exists() else "")  # the part not rerun stays
+    new_faults = render(run_suite(n), n) if part in ("all", "faults") else None
+    new_memory = render_memory(measure_all(duration, chosen), duration) if part in ("all", "memory") else None
+    if new_memory and chosen:
+        new_memory = merge_rows(memory, new_memory, chosen)
     faults, memory = new_faults or faults, new_memory or memory
     text = faults + ("\n" + memory if memory else "")
     path.write_text(text)

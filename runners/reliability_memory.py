@@ -10,6 +10,7 @@ zero, so the linear extrapolation is an upper bound for a run whose buffer fills
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ MEMORY_RUNS: dict[str, tuple[str, list[str]]] = {
     "radt": ("hopper", ["agent.dataset={hopper}"]),
     "act": ("needle", ["demos={needle}", "env.kwargs.image_size=64", "agent.image_size=64"]),
     "diamond": ("breakout", []),
+    "delta_iris": ("crafter", []),
 }
 
 
@@ -147,4 +149,9 @@ def render(results: list[Measurement], seconds: float) -> str:
         "|-|-|-|-|-|-|-|",
     ]
     lines += [m.cells() for m in results]
+    load = os.getloadavg()[0]
+    lines += ["", f"`steps reached`: the last step logged to TensorBoard; 0 where no training step was logged within the "
+              f"segment (setup, dataset loading or the initial collection took longer): such a row's slope is of "
+              f"setup, not training. Load average at the end: {load:.1f} on {os.cpu_count()} cores (other jobs shared "
+              f"the machine, so fewer steps were reached than on an idle one; memory does not depend on it)."]
     return "\n".join(lines) + "\n"
