@@ -152,3 +152,34 @@ def test_deterministic_predictions_leave_the_training_memory_and_sampler_untouch
     assert after["eval_sampler"] != before["eval_sampler"]
     p._predict(obs, deterministic=False)  # acting in training: the ring remembers the stoch_argmax actions
     assert p.memory_state()["ring"] != before["ring"]
+
+
+def test_direct_fused_adam_step_and_clipping_equal_torch_bit_for_bit() -> None:
+    """agents/stochdqn/update.py calls torch's fused Adam kernel and foreach clipping directly (private names of the
+    pinned torch): over several steps the weights and the optimizer state equal those of optimizer.step() and
+    clip_grad_norm_, so a torch upgrade that changes them fails here."""
+    from agents.stochdqn.update import clip_grad_norm, optimizer_step, zero_grad
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.Adam(n.parameters(), lr=1e-2, fused=True, weight_decay=1e-3) for n in nets]
+    for step in range(6):
+        x = torch.randn(8, 5, generator=torch.Generator().manual_seed(step))
+        for i, (net, opt) in enumerate(zip(nets, opts, strict=True)):
+            if i == 0:
+                opt.zero_grad(set_to_none=True)
+            else:
+                zero_grad(opt)
+            net(x).pow(2).mean().mul(100).backward()
+            grads = [p.grad for p in net.parameters()]
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5, foreach=True) if i == 0 else \
+                clip_grad_norm(grads, 0.5)
+            opt.step() if i == 0 else optimizer_step(opt)
+            if i == 0:
+                ref_norm = norm
+        assert torch.equal(norm, ref_norm)
+        for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+            assert torch.equal(a, b)
+    for a, b in zip(opts[0].state.values(), opts[1].state.values(), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq", "step"))

@@ -23,7 +23,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import Schedule
 
 from agents.stochdqn.qnet import ActionQNetwork, HeadQNetwork
-from agents.stochdqn.sampling import SubsetSampler
+from agents.stochdqn.sampling import SubsetSampler, first_distinct
 from agents.stochdqn.sampling import subset_size as ceil_log2
 
 Q_NETWORKS = ("action", "head")
@@ -102,8 +102,7 @@ class StochQPolicy(BasePolicy):
 
     def remember_batch(self, actions: np.ndarray) -> None:
         """Keep the first ``memory_size - ring_size`` distinct actions of a replay minibatch."""
-        _, first = np.unique(actions, return_index=True)
-        self.batch_memory = np.asarray(actions)[np.sort(first)][: max(self.memory_size - self.ring_size, 0)]
+        self.batch_memory = first_distinct(actions, max(self.memory_size - self.ring_size, 0))
 
     def remember_argmax(self, actions: np.ndarray) -> None:
         for action in np.asarray(actions).reshape(-1):
@@ -112,10 +111,15 @@ class StochQPolicy(BasePolicy):
                 self.ring_pos = (self.ring_pos + 1) % self.ring_size
 
     # ------------------------------------------------------------------ stochmax / stoch_argmax
-    def candidates(self, batch: int, sampler: SubsetSampler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """C = R u M for each of ``batch`` states: (actions int64 [B, W], mask bool [B, W])."""
+    def candidates(
+        self, batch: int, sampler: SubsetSampler | None = None, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """C = R u M for each of ``batch`` states: (actions int64 [B, W], mask bool [B, W]) on ``device`` (default:
+        the policy's; the hot paths pass their observations' device, which SB3's property would find by walking
+        the module tree)."""
         cands, mask = (sampler or self.sampler).candidates(batch, self.memory())
-        return torch.as_tensor(cands, device=self.device), torch.as_tensor(mask, device=self.device)
+        device = self.device if device is None else device
+        return torch.from_numpy(cands).to(device), torch.from_numpy(mask).to(device)
 
     def best(
         self, net: torch.nn.Module, obs: torch.Tensor, sampler: SubsetSampler | None = None
@@ -126,10 +130,10 @@ class StochQPolicy(BasePolicy):
         obs = obs.float().reshape(obs.shape[0], -1)
         if not self.stochastic:
             return net.q_all(obs, self.n_actions).max(dim=1)
-        return best_over(net, obs, *self.candidates(obs.shape[0], sampler))
+        return best_over(net, obs, *self.candidates(obs.shape[0], sampler, obs.device))
 
     def q_values(self, net: torch.nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return net(obs.float().reshape(obs.shape[0], -1), actions.long().reshape(-1, 1)).squeeze(1)
+        return net.q_at(obs.float().reshape(obs.shape[0], -1), actions.long().reshape(-1))
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """stoch_argmax_a Q(s, a): in training (the greedy part of epsilon-greedy) it is remembered in the ring;
@@ -143,8 +147,9 @@ class StochQPolicy(BasePolicy):
         return self._predict(obs, deterministic)
 
     def set_training_mode(self, mode: bool) -> None:
-        # the Q-networks have no dropout or batch norm: only the flag changes (SB3 switches modes at every step)
-        self.training = mode
+        # the Q-networks have no dropout or batch norm: only the flag changes (SB3 switches modes at every step), set
+        # in the instance dict as nn.Module.__init__ does (nn.Module.__setattr__ costs more than the rest of the call)
+        self.__dict__["training"] = mode
 
     # ------------------------------------------------------------------ JSON state for checkpoints
     def memory_state(self) -> dict[str, Any]:
@@ -164,9 +169,20 @@ def best_over(
     net: torch.nn.Module, obs: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """stochmax_{a in C} Q(s, a) and stoch_argmax for each state, over given candidates (padding masked out)."""
-    q = net(obs.float().reshape(obs.shape[0], -1), candidates).masked_fill(~mask, -torch.inf)
-    values, index = q.max(dim=1)
+    values, index = _masked_q(net, obs, candidates, mask).max(dim=1)
     return values, candidates.gather(1, index[:, None]).squeeze(1)
+
+
+def stochmax_over(
+    net: torch.nn.Module, obs: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """stochmax_{a in C} Q(s, a) alone: the values of :func:`best_over`, without looking up the argmax."""
+    return _masked_q(net, obs, candidates, mask).amax(dim=1)
+
+
+def _masked_q(net: torch.nn.Module, obs: torch.Tensor, candidates: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Q(s, a) of each state's candidates, -inf on the padding: [B, W]."""
+    return torch.where(mask, net(obs.float().reshape(obs.shape[0], -1), candidates), -torch.inf)
 
 
 def next_value(
@@ -186,10 +202,8 @@ def next_value(
     flat = next_obs.float().reshape(next_obs.shape[0], -1)
     if candidates is None or mask is None:
         if double:
-            best_actions = online.q_all(flat, n_actions).argmax(dim=1)
-            return target(flat, best_actions[:, None]).squeeze(1)
+            return target.q_at(flat, online.q_all(flat, n_actions).argmax(dim=1))
         return target.q_all(flat, n_actions).max(dim=1).values
     if double:
-        _, best_actions = best_over(online, flat, candidates, mask)
-        return target(flat, best_actions[:, None]).squeeze(1)
-    return best_over(target, flat, candidates, mask)[0]
+        return target.q_at(flat, best_over(online, flat, candidates, mask)[1])
+    return stochmax_over(target, flat, candidates, mask)

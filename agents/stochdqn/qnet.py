@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 REPRESENTATIONS = ("grid", "bits", "embedding")
@@ -42,21 +45,53 @@ class ActionEncoder(nn.Module):
             # place value of each dimension's digit, first dimension most significant
             self.register_buffer("radix", self.levels ** torch.arange(dims - 1, -1, -1, dtype=torch.int64))
             self.dim = dims
+            # (base, digits, first digit most significant, scale) of _digit_vectors
+            self._digits = (self.levels, dims, True, np.float32(2.0 / (self.levels - 1)))
         elif kind == "bits":
             self.dim = int(spec["bits"])
             self.register_buffer("shifts", torch.arange(self.dim, dtype=torch.int64))
+            self._digits = (2, self.dim, False, np.float32(2.0))
         else:
             self.dim = int(spec.get("dim", 32))
             self.embedding = nn.Embedding(int(spec["n"]), self.dim)
 
     def forward(self, actions: torch.Tensor) -> torch.Tensor:
         """int64 indices [...] -> float vectors [..., dim]."""
+        if self.kind != "embedding" and actions.device.type == "cpu" and actions.dtype == torch.int64:
+            # the same float32 values as the torch ops below, in one compiled loop instead of five tensor ops
+            vectors = _digit_vectors(actions.reshape(-1).numpy(), *self._digits)
+            return torch.from_numpy(vectors).view(*actions.shape, self.dim)
         if self.kind == "grid":
             digits = torch.div(actions.unsqueeze(-1), self.radix, rounding_mode="floor") % self.levels
             return digits.float() * (2.0 / (self.levels - 1)) - 1.0
         if self.kind == "bits":
             return ((actions.unsqueeze(-1) >> self.shifts) & 1).float() * 2.0 - 1.0
         return self.embedding(actions)
+
+
+@numba.njit(cache=True)
+def _digit_vectors(actions: np.ndarray, base: np.int64, dims: np.int64, first_most_significant: bool,
+                   scale: np.float32) -> np.ndarray:
+    """float32 [n, dims]: digit * scale - 1 for the ``dims`` base-``base`` digits of each index (>= 0), first digit
+    most significant (``grid``) or least significant (``bits``); float32 arithmetic as in torch."""
+    out = np.empty((actions.size, dims), dtype=np.float32)
+    one = np.float32(1.0)
+    bits = np.int64(0)  # base = 2^bits: digits are bit fields (an integer division costs tens of cycles)
+    while (np.int64(1) << bits) < base:
+        bits += 1
+    power_of_two = (np.int64(1) << bits) == base
+    for i in range(actions.size):
+        rest = actions[i]
+        for j in range(dims):
+            column = dims - 1 - j if first_most_significant else j
+            if power_of_two:
+                digit = rest & (base - 1)
+                rest >>= bits
+            else:
+                digit = rest % base
+                rest //= base
+            out[i, column] = np.float32(digit) * scale - one
+    return out
 
 
 class ActionQNetwork(nn.Module):
@@ -81,16 +116,31 @@ class ActionQNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Q-values of each state's candidates: obs [B, obs_dim], candidates int64 [B, W] -> [B, W]."""
-        hidden = self.state_in(obs).unsqueeze(1) + self.action_in(self.encoder(candidates))
-        return self.head(hidden).squeeze(-1)
+        state = F.linear(obs, self.state_in.weight, self.state_in.bias).unsqueeze(1)
+        hidden = F.linear(self.encoder(candidates), self.action_in.weight).add_(state)  # in place: same sums
+        return self._head(hidden).squeeze(-1)
+
+    def q_at(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s_i, a_i), one action per state: obs [B, obs_dim], actions int64 [B] -> [B]. The same values as
+        ``forward(obs, actions[:, None])[:, 0]``, on 2-D tensors (fewer ops in the forward and backward passes)."""
+        state = F.linear(obs, self.state_in.weight, self.state_in.bias)
+        return self._head(F.linear(self.encoder(actions), self.action_in.weight).add_(state)).squeeze(-1)
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``self.head(hidden)`` with the layers' functions called directly and ReLU in place (same values): this
+        runs three times per env step on tensors of a few thousand numbers, where the modules' call overhead
+        outweighs the arithmetic. ``hidden`` must be a fresh tensor (it is overwritten)."""
+        for layer in self.head:
+            hidden = F.linear(hidden, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else hidden.relu_()
+        return hidden
 
     def q_all(self, obs: torch.Tensor, n_actions: int, chunk: int = 4096) -> torch.Tensor:
         """Q-values of every action, [B, N], in chunks of actions (the full max that Stochastic Q-learning avoids)."""
-        state = self.state_in(obs).unsqueeze(1)
+        state = F.linear(obs, self.state_in.weight, self.state_in.bias).unsqueeze(1)
         values = []
         for start in range(0, n_actions, chunk):
             actions = torch.arange(start, min(start + chunk, n_actions), device=obs.device)
-            values.append(self.head(state + self.action_in(self.encoder(actions))).squeeze(-1))
+            values.append(self._head(state + F.linear(self.encoder(actions), self.action_in.weight)).squeeze(-1))
         return torch.cat(values, dim=1)
 
 
@@ -108,6 +158,10 @@ class HeadQNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return self.net(obs).gather(1, candidates)
+
+    def q_at(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Q(s_i, a_i), one action per state: obs [B, obs_dim], actions int64 [B] -> [B]."""
+        return self.net(obs).gather(1, actions[:, None]).squeeze(1)
 
     def q_all(self, obs: torch.Tensor, n_actions: int, chunk: int = 0) -> torch.Tensor:
         return self.net(obs)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-__all__ = ["SubsetSampler", "next_u64", "sample_distinct", "seed_state", "subset_size"]
+__all__ = ["SubsetSampler", "first_distinct", "next_u64", "sample_distinct", "seed_state", "subset_size"]
 
 MAX_N = 2**63 - 1  # indices are int64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: splitmix64 increment and Fibonacci hashing
@@ -161,6 +161,41 @@ def _merge_rows(
     return cands, mask
 
 
+@numba.njit(cache=True)
+def _candidate_rows(
+    n: np.int64, k: np.int64, batch: np.int64, state: np.ndarray, memory: np.ndarray, shared: bool,
+    subset_bits: np.int64, merge_bits: np.int64,
+) -> tuple[np.ndarray, np.ndarray, np.int64]:
+    """:func:`_floyd_rows` then :func:`_merge_rows` in one compiled call, after checking the memory: returns
+    ``(cands, mask, -1)``, or ``(empty, empty, max(memory))`` without drawing anything when that is ``>= n``."""
+    largest = np.int64(-1)
+    for a in memory.ravel():
+        largest = max(largest, a)
+    if largest >= n:
+        return np.empty((0, 0), dtype=np.int64), np.empty((0, 0), dtype=np.bool_), largest
+    cands, mask = _merge_rows(_floyd_rows(n, k, batch, state, subset_bits), memory, shared, merge_bits)
+    return cands, mask, np.int64(-1)
+
+
+@numba.njit(cache=True)
+def _first_distinct(values: np.ndarray, limit: np.int64, table_bits: np.int64) -> np.ndarray:
+    """The first ``limit`` distinct values of ``values`` (int64 >= 0) in order of first appearance."""
+    for value in values:
+        if value < 0:  # refused by the caller (-1 marks a free slot of the table)
+            return np.full(1, value)
+    out = np.empty(min(limit, values.size), dtype=np.int64)
+    table = np.full(1 << table_bits, _EMPTY, dtype=np.int64)
+    shift = np.uint64(64 - table_bits)
+    count = 0
+    for i in range(values.size):
+        if count == out.size:
+            break
+        if _insert(table, shift, values[i]):
+            out[count] = values[i]
+            count += 1
+    return out[:count]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,6 +208,16 @@ def subset_size(n_actions: int) -> int:
 
 
 _default_subset_size = subset_size  # SubsetSampler's argument of the same name shadows it
+
+
+def first_distinct(values: np.ndarray, limit: int) -> np.ndarray:
+    """``int64 [<= limit]``: the first ``limit`` distinct entries of the non-negative integers ``values``, in order
+    of first appearance (``values[np.sort(np.unique(values, return_index=True)[1])][:limit]``, in O(len(values)))."""
+    flat = np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=np.int64)
+    out = _first_distinct(flat, max(int(limit), 0), _table_bits(max(min(int(limit), flat.size), 1)))
+    if out.size and out[0] < 0:
+        raise ValueError(f"values must be non-negative integers, got {out[0]}")
+    return out
 
 
 def _check_state(state: np.ndarray) -> np.ndarray:
@@ -249,16 +294,21 @@ class SubsetSampler:
             the row's first candidate so that every entry is a valid action index.
         """
         mem = np.asarray(memory)
-        if mem.ndim not in (1, 2) or (mem.size and not np.issubdtype(mem.dtype, np.integer)):
+        if mem.ndim not in (1, 2) or (mem.size and mem.dtype.kind not in "iu"):
             raise ValueError(f"memory must be a 1-D or 2-D integer array, got {mem.dtype} of shape {mem.shape}")
         if mem.ndim == 2 and mem.shape[0] != batch:
             raise ValueError(f"per-row memory must have batch={batch} rows, got shape {mem.shape}")
-        if mem.size and mem.max() >= self.n_actions:
+        if batch < 0:
+            raise ValueError(f"batch must be >= 0, got {batch}")
+        if mem.dtype.kind == "u" and mem.size and mem.max() >= self.n_actions:  # before a cast could wrap it
             raise ValueError(f"memory actions must be < n_actions={self.n_actions}, got {mem.max()}")
         shared = mem.ndim == 1
         mem = np.ascontiguousarray(mem.reshape(1, -1) if shared else mem, dtype=np.int64)
-        subsets = self.sample(batch)
-        return _merge_rows(subsets, mem, shared, _table_bits(self.subset_size + mem.shape[1]))
+        cands, mask, too_large = _candidate_rows(self.n_actions, self.subset_size, batch, self._state, mem, shared,
+                                                 self._bits, _table_bits(self.subset_size + mem.shape[1]))
+        if too_large >= 0:
+            raise ValueError(f"memory actions must be < n_actions={self.n_actions}, got {too_large}")
+        return cands, mask
 
     def get_state(self) -> list[int]:
         """The xoshiro256** state as four Python ints (JSON-safe), for checkpoints."""

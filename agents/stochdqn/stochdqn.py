@@ -14,9 +14,9 @@ O(B |C|) network rows instead of O(B N), which is what makes N = 10^4 .. 10^6 af
 
 from __future__ import annotations
 
+from statistics import fmean
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.persistence import ZooAlgorithm
 from agents.stochdqn.policy import StochQPolicy, next_value
+from agents.stochdqn.update import clip_grad_norm, optimizer_step, zero_grad
 
 LOSSES = ("mse", "huber")
 
@@ -116,6 +117,7 @@ class StochDQN(ZooAlgorithm, DQN):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         policy: StochQPolicy = self.policy  # type: ignore[assignment]
+        optimizer = policy.optimizer
         losses, next_values, grad_norms = [], [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
@@ -124,7 +126,8 @@ class StochDQN(ZooAlgorithm, DQN):
             # M: the actions of this replay minibatch (the paper's memory for continuous states)
             policy.remember_batch(data.actions.long().view(-1).cpu().numpy())
             with torch.no_grad():
-                candidates, mask = policy.candidates(batch_size) if self.stochastic else (None, None)
+                candidates, mask = (policy.candidates(batch_size, device=data.observations.device) if self.stochastic
+                                    else (None, None))
                 next_q = next_value(self.q_net, self.q_net_target, data.next_observations, candidates, mask,
                                     self.double, policy.n_actions)
                 target = data.rewards.view(-1) + (1 - data.dones.view(-1)) * discounts * next_q
@@ -132,16 +135,20 @@ class StochDQN(ZooAlgorithm, DQN):
             loss = F.mse_loss(current, target) if self.loss == "mse" else F.smooth_l1_loss(current, target)
             losses.append(loss.item())
             next_values.append(next_q.mean().item())
-            self.policy.optimizer.zero_grad()
+            # optimizer.zero_grad(), clip_grad_norm_(foreach=True) and optimizer.step(), without their Python layers
+            zero_grad(optimizer)
             loss.backward()
-            grad_norms.append(torch.nn.utils.clip_grad_norm_(self._online_parameters, self.max_grad_norm, foreach=True))
-            self.policy.optimizer.step()
+            grad_norms.append(clip_grad_norm([p.grad for p in self._online_parameters if p.grad is not None],
+                                             self.max_grad_norm))
+            optimizer_step(optimizer)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
-        self.logger.record("train/next_q", float(np.mean(next_values)))
+        if losses:
+            self.logger.record("train/loss", fmean(losses))
+            self.logger.record("train/next_q", fmean(next_values))
         if grad_norms:  # the norm before clipping, one host sync per train() call
-            self.logger.record("train/grad_norm", float(torch.stack(grad_norms).mean()))
+            grad_norm = grad_norms[0] if len(grad_norms) == 1 else torch.stack(grad_norms).mean()
+            self.logger.record("train/grad_norm", float(grad_norm))
 
     def _zoo_state(self, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         state = super()._zoo_state(tensors)
