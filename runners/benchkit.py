@@ -101,11 +101,13 @@ def run_parts(
     unknown = sorted(set(chosen) - set(titles))
     if unknown:
         raise ValueError(f"unknown part '{unknown[0]}'; choose from: {', '.join(titles)}")
-    sections = read_sections(Path(out_path))
+    sections: dict[str, str] = {}
     for part in chosen:
         start = time.time()
         table = functions[part]()
         extra = "".join(f" {k}={v}" for k, v in (options or {}).items())
+        # read after measuring: another invocation measuring another part meanwhile keeps its section
+        sections = {**read_sections(Path(out_path)), **sections}
         sections[titles[part]] = (f"Command: `python -m runners.bench {name} parts={part}{extra}` "
                                   f"({_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, "
                                   f"{time.time() - start:.0f} s)\n\n{table}\n")

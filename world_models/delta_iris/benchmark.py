@@ -17,20 +17,20 @@ process under a memory limit and adds its peak resident memory (``VmHWM`` of ``/
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import math
-import resource
-import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from agents.common import timing
+from agents.common.timing import (  # noqa: F401 (runners.bench_delta_iris uses time_interleaved, train_step_fn)
+    Timing,
+    time_fn,
+    time_interleaved,
+    train_step_fn,
+)
 from world_models.delta_iris.tokenizer import Tokenizer, TokenizerConfig
 from world_models.delta_iris.world_model import WorldModel, WorldModelConfig
 from world_models.delta_iris.world_model_env import DeltaIrisWorldModelEnv
@@ -49,46 +49,6 @@ OFFICIAL_MS = {
 }
 OFFICIAL_FP32_TOKENIZER_B32 = "out of memory (killed at 24.3 GB RSS)"
 NUM_ACTIONS = 17
-Timing = dict[str, Any]
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-
-def time_fn(fn: Callable[[], object], repeats: int, warmup: int) -> Timing:
-    """Median wall-clock milliseconds of ``fn()`` over ``repeats`` runs after ``warmup`` (``cpu_ms``: the median
-    CPU time of the process, all threads, over the same runs)."""
-    return time_interleaved({"fn": fn}, repeats, warmup)["fn"]
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, Timing]:
-    """:func:`time_fn` of several functions run in turns (a, b, a, b, ...), so that a change in the load of a
-    shared machine falls on all of them alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    runs: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            runs[name].append(1000 * (time.perf_counter() - start))
-            cpu[name].append(1000 * (time.process_time() - start_cpu))
-    return {name: {"median_ms": statistics.median(runs[name]), "runs_ms": runs[name],
-                   "cpu_ms": statistics.median(cpu[name])} for name in fns}
 
 
 def random_segments(batch_size: int, seq_length: int, num_actions: int = NUM_ACTIONS, seed: int = 0
@@ -102,23 +62,6 @@ def random_segments(batch_size: int, seq_length: int, num_actions: int = NUM_ACT
     return frames, acts, rews, ends, torch.ones(batch_size, seq_length, dtype=torch.bool)
 
 
-def train_step_fn(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], bf16: bool) -> Callable[[], float]:
-    """One optimizer step of ``model`` on ``loss_fn()`` (under bf16 autocast if asked): backward, clip 10, AdamW
-    (lr 1e-4, weight decay 0.01), as the official trainer. The step returns the loss."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-
-    def step() -> float:
-        with _autocast(bf16):
-            loss = loss_fn()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        return float(loss.detach())
-
-    return step
-
-
 def _config(cls: type, value: Any) -> Any:
     return cls(**value) if isinstance(value, dict) else value
 
@@ -129,7 +72,7 @@ def time_tokenizer_train_step(
 ) -> Timing:
     """One optimizer step of the tokenizer (the Crafter one by default) on ``batch_size`` segments of ``seq_length``
     frames."""
-    with _threads(threads):
+    with timing.torch_threads(threads):
         torch.manual_seed(0)
         tokenizer = Tokenizer(_config(TokenizerConfig, config) or TokenizerConfig.crafter(NUM_ACTIONS)).train()
         frames, acts, _, _, mask = random_segments(batch_size, seq_length, tokenizer.cfg.num_actions)
@@ -143,7 +86,7 @@ def time_world_model_train_step(
 ) -> Timing:
     """One optimizer step of the world model (the Crafter one by default), the Δ-tokens of the ``seq_length - 1``
     pairs encoded inside the step by the frozen tokenizer (no grad), as the official trainer does."""
-    with _threads(threads):
+    with timing.torch_threads(threads):
         torch.manual_seed(0)
         tokenizer = Tokenizer(_config(TokenizerConfig, tokenizer_config) or TokenizerConfig.crafter(NUM_ACTIONS))
         cfg = _config(WorldModelConfig, world_model_config) or WorldModelConfig.crafter(NUM_ACTIONS)
@@ -166,7 +109,7 @@ def time_imagination(
     ``world_model``: models, their configs, or None for the Crafter ones (untrained: the cost does not depend on the
     weights); ``contexts``: frames ``[B, burn_in, 3, 64, 64]`` in [0, 1] and actions ``[B, burn_in]``, random
     when None."""
-    with _threads(threads):
+    with timing.torch_threads(threads):
         torch.manual_seed(0)
         if not isinstance(tokenizer, Tokenizer):
             tokenizer = Tokenizer(_config(TokenizerConfig, tokenizer) or TokenizerConfig.crafter(NUM_ACTIONS))
@@ -176,7 +119,7 @@ def time_imagination(
         num_actions = world_model.cfg.num_actions
         frames, acts = contexts or random_segments(batch_size, burn_in, num_actions)[:2]
         g = torch.Generator().manual_seed(1)
-        with torch.inference_mode(), _autocast(bf16):
+        with torch.inference_mode(), timing.autocast(bf16):
             reset = time_fn(lambda: env.reset_from(frames, acts), repeats, warmup)
             step = time_fn(lambda: env.step(torch.randint(0, num_actions, (batch_size,), generator=g)), repeats,
                            warmup)
@@ -222,49 +165,9 @@ FUNCTIONS = {"tokenizer": time_tokenizer_train_step, "world_model": time_world_m
              "imagination": time_imagination}
 
 
-def _status_kib(key: str) -> int:
-    for line in open("/proc/self/status").read().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
 def measure_in_subprocess(name: str, memory_limit_gb: float | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Run ``FUNCTIONS[name](**kwargs)`` (JSON-able arguments) in a fresh Python process whose address space is
-    limited to what it holds after start-up plus ``memory_limit_gb``; returns its result with ``peak_rss_gb`` (the
-    process's peak resident memory) and ``baseline_rss_gb`` (after importing torch and this module), or
-    ``{"error": ...}`` when it ran out of memory or failed."""
+    """:func:`agents.common.timing.measure_in_subprocess` of ``FUNCTIONS[name]``: the result with ``peak_rss_gb``
+    and ``baseline_rss_gb``, or ``{"error": ...}`` when it ran out of memory or failed."""
     if name not in FUNCTIONS:
         raise ValueError(f"unknown measurement '{name}'; choose one of: {', '.join(FUNCTIONS)}")
-    args = json.dumps({"name": name, "limit": memory_limit_gb, "kwargs": kwargs})
-    done = subprocess.run([sys.executable, "-m", "world_models.delta_iris.benchmark", args],
-                          capture_output=True, text=True)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode < 0 and memory_limit_gb is not None:  # a failed allocation can crash a library outright
-        return {"error": f"killed by signal {-done.returncode} under the {memory_limit_gb:g} GB limit (most likely "
-                         f"out of memory)"}
-    if done.returncode or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit status {done.returncode}: {tail}"}
-    return json.loads(lines[-1])
-
-
-def _child(args: dict[str, Any]) -> dict[str, Any]:
-    baseline = _status_kib("VmRSS")
-    if args["limit"] is not None:
-        address_space = _status_kib("VmSize") * 1024 + int(args["limit"] * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-    try:
-        result: dict[str, Any] = FUNCTIONS[args["name"]](**args["kwargs"])
-    except (RuntimeError, MemoryError) as e:  # the allocator or oneDNN refusing memory under the limit
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if args["limit"] is None:
-            raise
-        result = {"error": f"failed under the {args['limit']:g} GB limit, most likely out of memory ({message})"}
-    result["peak_rss_gb"] = _status_kib("VmHWM") / 2**20
-    result["baseline_rss_gb"] = baseline / 2**20
-    return result
-
-
-if __name__ == "__main__":
-    print(json.dumps(_child(json.loads(sys.argv[1]))))
+    return timing.measure_in_subprocess(FUNCTIONS[name], memory_limit_gb, **kwargs)

@@ -57,7 +57,7 @@ class AdaGroupNorm(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = F.group_norm(x, self.groups, eps=GN_EPS)
         scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
-        return x * (1 + scale) + shift
+        return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one pass over x
 
 
 class SelfAttention2d(nn.Module):

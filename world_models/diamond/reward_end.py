@@ -131,9 +131,13 @@ class RewEndModel(nn.Module):
         logits_rew, logits_end, hidden = self(obs[:, None], act[:, None], next_obs[:, None], hidden)
         return logits_rew[:, 0], logits_end[:, 0], hidden
 
-    def loss(self, batch: WorldModelBatch) -> LossAndLogs:
-        """``CE(reward sign) + CE(end)`` over the unpadded transitions of segments ``obs [B, L, ...]``.
-        Returns ``(loss, {"loss_rew", "loss_end"})``."""
+    def transitions(
+        self, batch: WorldModelBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The ``L - 1`` transitions ``(x_t, a_t, x_{t+1})`` of segments ``obs [B, L, ...]`` through the model:
+        reward logits ``[B, L-1, 3]``, end logits ``[B, L-1, 2]``, the reward-sign classes ``sign(r_t) + 1`` and the
+        ends ``[B, L-1]`` (long, bool), and the mask of the unpadded steps ``t`` ``[B, L-1]``. The next frame of a
+        terminal transition is the episode's final observation when the batch has it."""
         obs, act, next_obs = batch.obs[:, :-1], batch.act[:, :-1], batch.obs[:, 1:]
         rew, end, mask = batch.rew[:, :-1], batch.end[:, :-1], batch.mask[:, :-1]
         if batch.final_obs is not None:  # the frame after a termination: the buffer holds grey padding there
@@ -142,8 +146,13 @@ class RewEndModel(nn.Module):
                 next_obs = next_obs.clone()
                 next_obs[dead, end[dead].float().argmax(dim=1)] = batch.final_obs[dead].to(next_obs.dtype)
         logits_rew, logits_end, _ = self(obs, act, next_obs)
-        target_rew = rew[mask].sign().long() + 1  # {-1, 0, 1} -> classes {0, 1, 2}
-        loss_rew = F.cross_entropy(logits_rew[mask], target_rew)
+        return logits_rew, logits_end, rew.sign().long() + 1, end, mask  # {-1, 0, 1} -> classes {0, 1, 2}
+
+    def loss(self, batch: WorldModelBatch) -> LossAndLogs:
+        """``CE(reward sign) + CE(end)`` over the unpadded transitions of segments ``obs [B, L, ...]``.
+        Returns ``(loss, {"loss_rew", "loss_end"})``."""
+        logits_rew, logits_end, target_rew, end, mask = self.transitions(batch)
+        loss_rew = F.cross_entropy(logits_rew[mask], target_rew[mask])
         loss_end = F.cross_entropy(logits_end[mask], end[mask].long())
         loss = loss_rew + loss_end
         return loss, {"loss_rew": loss_rew.item(), "loss_end": loss_end.item()}

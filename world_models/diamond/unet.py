@@ -111,7 +111,8 @@ class UNet(nn.Module):
         x = self.conv_in(torch.cat((obs, noisy_next_obs), dim=1))
         h, w = x.shape[-2:]
         k = 2 ** (len(self.cfg.channels) - 1)  # pad so that every downsample halves an even size
-        x = F.pad(x, (0, math.ceil(w / k) * k - w, 0, math.ceil(h / k) * k - h))
+        if h % k or w % k:  # (F.pad copies even when it pads nothing)
+            x = F.pad(x, (0, math.ceil(w / k) * k - w, 0, math.ceil(h / k) * k - h))
 
         skips = []
         for block, down in zip(self.d_blocks, self.downsamples, strict=True):
