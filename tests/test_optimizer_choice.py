@@ -39,9 +39,6 @@ SETUPS: dict[str, list[str]] = {
     "delta_iris": ["env=crafter", "agent.num_steps_first_epoch=200", "agent.steps_first_epoch=[1,1,1]",
                    "agent.num_final_epochs=0"],
 }
-#: SB3's SAC builds the optimizer of its one entropy coefficient itself (Adam over log_ent_coef), whatever
-#: ``policy_kwargs.optimizer_class`` says; the networks' optimizers follow ``optimizer=``
-NOT_CHOSEN = {"ent_coef_optimizer"}
 
 
 def test_every_gradient_based_agent_of_the_registry_is_covered() -> None:
@@ -116,7 +113,7 @@ def one_learning_step(agent: str, model: Any) -> None:
 def test_optimizer_ademamix_builds_and_steps(agent: str, request: pytest.FixtureRequest) -> None:
     data = {"dt": "hopper_data", "radt": "hopper_data", "act": "needle_demos"}.get(agent)
     model = build(agent, [], request.getfixturevalue(data) if data else "")
-    chosen = {name: opt for name, opt in optimizers(model).items() if name not in NOT_CHOSEN}
+    chosen = optimizers(model)
     assert chosen, f"{agent} checkpoints no optimizer"
     for name, opt in chosen.items():
         assert type(opt) is AdEMAMix, (name, type(opt))
@@ -125,6 +122,26 @@ def test_optimizer_ademamix_builds_and_steps(agent: str, request: pytest.Fixture
     for name, opt in chosen.items():
         steps = [opt.state[p]["step"] for g in opt.param_groups for p in g["params"] if p in opt.state]
         assert steps and max(steps) >= 1, f"{agent}: {name} took no step"
+
+
+def test_sac_temperature_follows_the_optimizer_without_weight_decay(tmp_path: Path) -> None:
+    """SB3 builds SAC's entropy-coefficient optimizer as Adam; the zoo builds it with ``optimizer=`` (weight decay
+    0 on log(alpha)), and a checkpoint rebuilds it with its moments."""
+    from agents.baselines import SAC
+
+    model = build("sac", ["optimizer=adamw", "optimizer_kwargs={weight_decay: 0.5}"])
+    assert type(model.ent_coef_optimizer) is torch.optim.AdamW
+    assert model.ent_coef_optimizer.defaults["weight_decay"] == 0.0
+    assert model.actor.optimizer.defaults["weight_decay"] == 0.5
+    model.learn(10)
+    model.save(tmp_path / "sac")
+    loaded = SAC.load(tmp_path / "sac", device="cpu")
+    assert type(loaded.ent_coef_optimizer) is torch.optim.AdamW
+    (a,), (b,) = model.ent_coef_optimizer.state.values(), loaded.ent_coef_optimizer.state.values()
+    assert b["step"] == a["step"] >= 1
+    torch.testing.assert_close(b["exp_avg"], a["exp_avg"])
+    default = build("sac", ["optimizer=adam", "optimizer_kwargs={}"])
+    assert type(default.ent_coef_optimizer) is torch.optim.Adam  # SB3's own, untouched
 
 
 def test_diamond_default_is_the_papers_adamw_and_any_optimizer_keeps_the_per_component_weight_decay(

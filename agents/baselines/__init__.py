@@ -7,8 +7,11 @@ logger, evaluation and checkpoint format.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import stable_baselines3
+import torch
 
 from agents.common.grad_norm import log_grad_norm
 from agents.common.persistence import ZooAlgorithm
@@ -43,8 +46,21 @@ class SAC(ZooAlgorithm, stable_baselines3.SAC):
         if self.env is None and self.target_entropy == "auto":  # loaded without an env: use the stored space
             self.target_entropy = float(-np.prod(self.action_space.shape))
         super()._setup_model()
+        self._match_ent_coef_optimizer()
         log_grad_norm(self, self.actor.optimizer, "train/actor_grad_norm")
         log_grad_norm(self, self.critic.optimizer, "train/critic_grad_norm")
+
+    def _match_ent_coef_optimizer(self) -> None:
+        """SB3 builds the temperature's optimizer as ``Adam`` whatever ``policy_kwargs.optimizer_class`` says; with
+        ``optimizer=adamw|ademamix`` it is built with the actor's and critic's class and options instead, weight
+        decay 0 (a decay of log(alpha) would pull the temperature to 1 whatever the target entropy asks)."""
+        cls = self.policy.optimizer_class
+        if self.ent_coef_optimizer is None or cls is torch.optim.Adam:
+            return
+        options = dict(self.policy.optimizer_kwargs)
+        if "weight_decay" in inspect.signature(cls).parameters:
+            options["weight_decay"] = 0.0
+        self.ent_coef_optimizer = cls([self.log_ent_coef], lr=self.lr_schedule(1), **options)
 
 
 __all__ = ["DQN", "PPO", "SAC"]
