@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,8 @@ def _models(plan: Plan) -> dict[str, str]:
 def part_speed(plan: Plan) -> str:
     from world_models.diamond import benchmark as bm
 
-    return bm.speed_section(repeats=plan.repeats, threads=plan.threads)
+    return bm.speed_section(repeats=plan.repeats, threads=plan.threads,
+                            log=lambda row: print(row, file=sys.stderr, flush=True), heading=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
