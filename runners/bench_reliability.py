@@ -39,6 +39,10 @@ CATEGORIES = {
 # issue 9's list of agents: any not in the registry yet is named in the summary
 PLANNED_AGENTS = ("dqn", "ppo", "sac", "stochdqn", "stochddqn", "dt", "radt", "diamond", "delta_iris", "act")
 MEMORY_HEADING = "## 7. Memory (peak RSS)"
+KILL_NOTE = ("A case of *1. kill and resume* is a whole scenario: per agent, one case SIGKILLs its training three "
+             "times (at a random step after the first checkpoint, in the middle of a checkpoint write, at a random "
+             "step after the resume point) and resumes after each kill with `resume=`; the other compares a loaded "
+             "checkpoint's weights, optimizer state and counters with the saved ones.")
 PARTS = ("all", "faults", "memory")
 
 
@@ -105,6 +109,8 @@ def render(cases: list[tuple[str, str, bool]], workers: int) -> str:
         "A fault *survived* means its test passed: the input was refused with one clear line (exit 2), or the run "
         "stopped or went on as designed, with nothing executed, nothing overwritten and the last good checkpoint "
         "intact.",
+        "",
+        KILL_NOTE,
         "",
         "| category | faults tried | survived |",
         "|-|-|-|",
