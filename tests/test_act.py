@@ -15,6 +15,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.act.actions import ACTION_KINDS, from_representation, to_representation
 from agents.act.agent import ACT
+from agents.act.backbone import ResNet18
 from agents.act.model import DETRVAE, ACTConfig, act_loss, count_parameters, kl_divergence
 from agents.act.policy import CAMERAS, ACTPolicy, ensemble, ensemble_weights
 from agents.common.episode_buffer import EpisodeBuffer
@@ -218,6 +219,15 @@ def test_paper_model_size_derived_from_the_layer_shapes() -> None:
     # the official 83,923,087: frozen norms (-9,600), qpos projections in both encoders and its token's position
     # (2 x (14 d + d) + d), is_pad_head (d + 1), 14-D instead of 20-D actions in and out (-2 x 6 d - 6)
     assert expected - bn + 2 * (14 * d + d) + d + (d + 1) - 2 * 6 * d - 6 == 83_923_087
+
+
+def test_backbone_stride_16_keeps_a_finer_map_with_the_same_weights() -> None:
+    images = torch.randn(2, 3, 64, 64)
+    strided, unstrided = ResNet18(0.125, stride=32), ResNet18(0.125, stride=16)
+    assert strided(images).shape == (2, 64, 2, 2) and unstrided(images).shape == (2, 64, 4, 4)
+    assert count_parameters(strided) == count_parameters(unstrided)
+    with pytest.raises(ValueError, match="backbone_stride=8 is not allowed; choose one of: 32, 16"):
+        ResNet18(0.125, stride=8)
 
 
 # ----------------------------------------------------------------------------------------------------------------

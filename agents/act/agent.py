@@ -65,6 +65,7 @@ class ACT(GradientStepAlgorithm):
     :param use_cvae: False drops the CVAE encoder (``z = 0`` always; the single-step BC baseline)
     :param decoder_output: ``first`` (the official model reads the first decoder layer's output) | ``last``
     :param backbone_width: channel multiplier of the ResNet18 (1.0)
+    :param backbone_stride: its output stride, 32 (ResNet18's) or 16 (``layer4`` unstrided, for small images)
     :param cameras: observation keys of the images the network sees (default: endoscope and both wrists)
     :param image_size: expected image side; the demos and the env must have it (None: whatever they have)
     :param temporal_ensembling: query every step and average the overlapping chunks (False: open loop)
@@ -103,6 +104,7 @@ class ACT(GradientStepAlgorithm):
         use_cvae: bool = True,
         decoder_output: str = "first",
         backbone_width: float = 1.0,
+        backbone_stride: int = 32,
         cameras: list[str] | tuple[str, ...] = CAMERAS,
         image_size: int | None = None,
         temporal_ensembling: bool = True,
@@ -145,7 +147,7 @@ class ACT(GradientStepAlgorithm):
             chunk_size=int(chunk_size), hidden_dim=int(hidden_dim), enc_layers=int(enc_layers),
             dec_layers=int(dec_layers), n_heads=int(n_heads), dim_feedforward=int(dim_feedforward),
             dropout=float(dropout), latent_dim=int(latent_dim), backbone_width=float(backbone_width),
-            use_cvae=bool(use_cvae), decoder_output=decoder_output,
+            backbone_stride=int(backbone_stride), use_cvae=bool(use_cvae), decoder_output=decoder_output,
         )
         self.demos_info: dict[str, Any] | None = None
         self.buffer: EpisodeBuffer | None = None

@@ -3,7 +3,10 @@
 Layout of torchvision's ``resnet18``: a 7x7/2 stem convolution and a 3x3/2 max pool, then four stages of two
 :class:`BasicBlock` each with 64, 128, 256, 512 channels (stages 2-4 start with stride 2 and a 1x1 projection
 shortcut), so the feature map has stride 32 (224 px -> 7x7, 64 px -> 2x2). ``width`` scales every channel count
-(``width=0.5``: 32-64-128-256), for the CPU budget.
+(``width=0.5``: 32-64-128-256), for the CPU budget. ``stride=16`` gives ``layer4`` stride 1 instead of 2 (its
+weights are unchanged), so that small images keep a finer map (64 px -> 4x4 instead of 2x2; 224 px gives the paper
+7x7 at stride 32). DETR's ``dilation`` option does the same for ResNet50, but torchvision's BasicBlock refuses
+dilation, so ACT's ResNet18 never had it; this plain stride is the zoo's own choice for its 64 px preset.
 
 Normalization: :class:`torch.nn.BatchNorm2d` with learned affine and running statistics. ACT (through DETR) uses
 ``FrozenBatchNorm2d`` because it starts from ImageNet weights; no pretrained weights are available here, and a
@@ -55,16 +58,22 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+STRIDES = (32, 16)
+
+
 class ResNet18(nn.Module):
-    """ResNet18 trunk: ``[B, 3, H, W]`` (normalized) -> ``[B, num_channels, ceil(H / 32), ceil(W / 32)]``.
+    """ResNet18 trunk: ``[B, 3, H, W]`` (normalized) -> ``[B, num_channels, ceil(H / s), ceil(W / s)]``.
 
     :param width: multiplier of the channel counts (1.0: the standard 64-128-256-512)
+    :param stride: output stride, 32 (standard) or 16 (``layer4`` without its stride)
     """
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, stride: int = 32) -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"backbone_width={width}; expected a positive multiplier such as 1.0 or 0.5")
+        if stride not in STRIDES:
+            raise ValueError(f"backbone_stride={stride!r} is not allowed; choose one of: 32, 16")
         channels = [max(1, round(c * width)) for c in STAGE_CHANNELS]
         self.conv1 = nn.Conv2d(3, channels[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(channels[0])
@@ -72,8 +81,8 @@ class ResNet18(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         stages, in_channels = [], channels[0]
         for i, c in enumerate(channels):
-            stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(in_channels, c, stride), BasicBlock(c, c)))
+            first_stride = 1 if i == 0 or (i == 3 and stride == 16) else 2
+            stages.append(nn.Sequential(BasicBlock(in_channels, c, first_stride), BasicBlock(c, c)))
             in_channels = c
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.num_channels = channels[-1]

@@ -50,6 +50,7 @@ class ACTConfig:
     dropout: float = 0.1
     latent_dim: int = 32
     backbone_width: float = 1.0
+    backbone_stride: int = 32
     use_cvae: bool = True
     decoder_output: str = "first"
 
@@ -139,7 +140,7 @@ class DETRVAE(nn.Module):
         d, k = cfg.hidden_dim, cfg.chunk_size
         layer_args = (d, cfg.n_heads, cfg.dim_feedforward, cfg.dropout)
         # decoder side ("policy")
-        self.backbone = ResNet18(cfg.backbone_width)
+        self.backbone = ResNet18(cfg.backbone_width, cfg.backbone_stride)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.encoder_layers = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(cfg.enc_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(cfg.dec_layers))
