@@ -6,7 +6,9 @@
 
 A run directory (``run_dir=``, default ``runs/<agent>/<env>/<time>_s<seed>``) holds ``config.yaml`` (the
 resolved config), ``tb/`` (TensorBoard events), ``checkpoints/step_<n>/`` (every ``save_freq`` env steps, with
-the replay buffer) and ``final/`` (the trained model), plus ``results.json`` (the final evaluation).
+the replay buffer), ``final/`` (the trained model), ``best/`` with ``best.json`` (the model of the best periodic
+evaluation so far and its step, as rl-zoo3's ``best_model``; with ``eval_freq > 0``) and ``results.json`` (the final
+evaluation).
 
 Data-parallel (the gradient-step agents dt, radt, act and the world-model agents diamond, delta_iris; see
 agents/common/distributed.py and agents/common/epoch_loop.py)::
@@ -119,7 +121,8 @@ class Trainer:
             self.run_dir, self.cfg.save_freq, keep=self.cfg.keep_checkpoints, replay_buffer=self.cfg.save_replay_buffer
         )
         evaluation = EvalCallback(
-            self.eval_env, self.env_cfg, self.cfg.eval_freq or self.cfg.total_timesteps, self.cfg.eval_episodes
+            self.eval_env, self.env_cfg, self.cfg.eval_freq or self.cfg.total_timesteps, self.cfg.eval_episodes,
+            best_dir=self.run_dir / "best",
         )
         # evaluate before checkpointing, so that a checkpoint at step n follows everything logged at step n
         # the NaN guard first: a non-finite value stops the run before any callback can checkpoint it

@@ -2,9 +2,10 @@
 
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
-    python -m runners.zoo add name=<name> run=<run dir> [episodes=20] [alignment_episodes=5] [command="..."]
-                              [export=true] [deterministic=false]
-                                                 copy <run>/final into results/zoo/<name>, evaluate it, record it
+    python -m runners.zoo add name=<name> run=<run dir> [checkpoint=final|best] [episodes=20]
+                              [alignment_episodes=5] [command="..."] [export=true] [deterministic=false]
+                                                 copy <run>/final (or <run>/best, the model of the run's best
+                                                 periodic evaluation) into results/zoo/<name>, evaluate it, record it
                                                  (command: the training command as run, recorded verbatim;
                                                  default: one rebuilt from the run's config; export: no optimizer
                                                  state, large tensors in float16, for checkpoints over ~25 MB;
@@ -21,6 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from agents.common.callbacks import BEST_FILE
 from agents.common.checkpoint import CheckpointError, load_checkpoint
 from agents.common.evaluation import evaluate
 from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manifest, verify_entry, write_entry
@@ -64,7 +66,8 @@ def cmd_verify() -> int:
 
 
 def cmd_add(pairs: dict[str, str]) -> int:
-    keys = ("name", "run", "episodes", "alignment_episodes", "command", "export", "deterministic", "debug")
+    keys = ("name", "run", "checkpoint", "episodes", "alignment_episodes", "command", "export", "deterministic",
+            "debug")
     check_keys(pairs, keys, "runners.zoo add")
     if "name" not in pairs or "run" not in pairs:
         raise UsageError("zoo add needs name=<name> and run=<run dir>")
@@ -76,17 +79,25 @@ def cmd_add(pairs: dict[str, str]) -> int:
     export = parse_bool("export", pairs.get("export", "false"))
     # deterministic=false evaluates as the official test collectors of DIAMOND and Δ-IRIS do (sampled actions)
     deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
+    which = pairs.get("checkpoint", "final")
+    if which not in ("final", "best"):
+        raise UsageError(f"checkpoint={which!r} is not allowed; choose one of: final, best")
     if not (run / "results.json").is_file():
         raise UsageError(f"run={run}: not a finished training run (no results.json); train it with runners.train")
     summary = json.loads((run / "results.json").read_text())
+    source = run / which
+    if which == "best":
+        if not (run / BEST_FILE).is_file():
+            raise UsageError(f"run={run}: no best model (it is saved by periodic evaluations, eval_freq > 0)")
+        summary = {**summary, "wall_time_s": json.loads((run / BEST_FILE).read_text())["wall_time_s"]}
     destination = ZOO_DIR / name
-    load_checkpoint(run / "final")  # refuse a broken source before copying anything
+    load_checkpoint(source)  # refuse a broken source before copying anything
     staging = ZOO_DIR / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     if export:  # weights only, large tensors in float16: what fits the zoo's size limit (the score is of this copy)
-        load_agent(run / "final", device="cpu").save(staging, export=True)
+        load_agent(source, device="cpu").save(staging, export=True)
     else:
-        shutil.copytree(run / "final", staging)
+        shutil.copytree(source, staging)
     if destination.exists():
         shutil.rmtree(destination)
     os.replace(staging, destination)

@@ -88,6 +88,8 @@ BAD_INPUTS = [
     (compare.main, ["tag=eval/mean_reward"], "no run directories given"),
     (zoo.main, ["destroy"], "usage: python -m runners.zoo <command>; commands: list, verify, add"),
     (zoo.main, ["add", "name=x"], "zoo add needs name=<name> and run=<run dir>"),
+    (zoo.main, ["add", "name=x", "run=runs/x", "checkpoint=last"],
+     "checkpoint='last' is not allowed; choose one of: final, best"),
     (bench.main, ["nope"], "unknown benchmark 'nope'; choose one of:"),
 ]
 

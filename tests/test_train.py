@@ -59,6 +59,14 @@ def test_baseline_trains_saves_loads_and_acts_the_same(tmp_path: Path, agent: st
     scalars = read_scalars(run_dir)
     assert "eval/mean_reward" in scalars
     np.testing.assert_array_equal(scalars["eval/mean_reward"][:2, 0], [300, 600])
+    # the best periodic evaluation's model (rl-zoo3's best_model): the first one, replaced only by a better one
+    best = json.loads((run_dir / "best.json").read_text())
+    first_mean = scalars["eval/mean_reward"][0, 1]
+    assert best["step"] in (300, 600) and load_agent(run_dir / "best").num_timesteps == best["step"]
+    if best["step"] == 300:
+        assert best["eval"]["mean_reward"] == pytest.approx(first_mean)
+    else:
+        assert best["eval"]["mean_reward"] > first_mean
 
 
 def test_tiny_dqn_run_from_the_command_line_writes_tensorboard_events(tmp_path: Path) -> None:
@@ -159,6 +167,34 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_a_continuous_curve(tmp
     assert np.all(np.diff(steps) > 0)
     exploration = load_agent(run_dir / "final").exploration_rate
     assert exploration == pytest.approx(0.04)  # dqn_cartpole: final eps reached after 16% of 3000 steps
+
+
+def test_best_model_is_replaced_only_by_a_better_evaluation_and_a_resumed_run_keeps_the_bar(tmp_path: Path) -> None:
+    from agents.baselines import DQN
+    from agents.common.callbacks import EvalCallback
+
+    cfg = {"name": "cartpole", "family": "gym", "id": "CartPole-v1", "kwargs": {}, "max_episode_steps": 20}
+    eval_env = make_vec_env(cfg, n_envs=1, seed=0, training=False)
+    model = DQN("MlpPolicy", make_vec_env(cfg, n_envs=1, seed=0), learning_starts=10, seed=0)
+    model.learn(40)
+    best, record = tmp_path / "best", tmp_path / "best.json"
+
+    def evaluate_at(step: int) -> None:  # a fresh callback, as a (resumed) run builds it, evaluating at `step`
+        evaluation = EvalCallback(eval_env, cfg, eval_freq=10, n_episodes=2, best_dir=best)
+        evaluation.init_callback(model)
+        model.num_timesteps = step
+        evaluation.on_step()
+
+    evaluate_at(50)  # the first evaluation is the best so far
+    assert json.loads(record.read_text())["step"] == 50 and load_agent(best).num_timesteps == 50
+    first = json.loads(record.read_text())
+    assert first["key"] == [first["eval"]["mean_reward"]] * 2  # CartPole has no score of its own: the mean return
+    record.write_text(json.dumps({**first, "key": [1e9, 1e9]}))  # a bar no evaluation reaches
+    evaluate_at(60)
+    assert json.loads(record.read_text())["step"] == 50 and load_agent(best).num_timesteps == 50
+    record.write_text(json.dumps({**first, "key": [-1e9, -1e9]}))  # a bar every evaluation beats
+    evaluate_at(70)
+    assert json.loads(record.read_text())["step"] == 70 and load_agent(best).num_timesteps == 70
 
 
 def test_final_evaluation_is_reused_only_when_the_model_did_not_change_since() -> None:

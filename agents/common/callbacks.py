@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -14,7 +15,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.common.checkpoint import verify_checkpoint
+from agents.common.checkpoint import atomic_write_text, verify_checkpoint
 from agents.common.evaluation import EvalResult, evaluate, primary_score
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -124,16 +125,35 @@ class CheckpointCallback(BaseCallback):
         return path
 
 
+BEST_FILE = "best.json"  # beside run_dir/best: the step and evaluation of the model saved there
+
+
+def rank_key(result: EvalResult) -> tuple[float, float]:
+    """What "best" means: the env's own score where it has one (success rate, human-normalized or Crafter score),
+    then the mean return; the mean return alone elsewhere."""
+    primary = primary_score(result.score)
+    return (primary[1] if primary is not None else result.mean, result.mean)
+
+
 class EvalCallback(BaseCallback):
     """Evaluate every ``eval_freq`` env steps; logs ``eval/mean_reward``, ``eval/std_reward``,
-    ``eval/mean_ep_length`` and ``eval/score`` (the env's own score, where it has one)."""
+    ``eval/mean_ep_length`` and ``eval/score`` (the env's own score, where it has one).
 
-    def __init__(self, eval_env: VecEnv, env_cfg: dict[str, Any], eval_freq: int, n_episodes: int) -> None:
+    With ``best_dir`` (SB3's ``best_model_save_path``, rl-zoo3's ``best_model``) a periodic evaluation that beats
+    every earlier one of the run (:func:`rank_key`) saves the model there, without its replay buffer, and then
+    records its step and evaluation in ``best.json`` beside it; a resumed run reads that record and keeps the bar.
+    A save that fails is reported and training goes on: the earlier best model stays as it was.
+    """
+
+    def __init__(self, eval_env: VecEnv, env_cfg: dict[str, Any], eval_freq: int, n_episodes: int,
+                 best_dir: str | Path | None = None) -> None:
         super().__init__()
         self.eval_env = eval_env
         self.env_cfg = env_cfg
         self.eval_freq = eval_freq
         self.n_episodes = n_episodes
+        self.best_dir = Path(best_dir) if best_dir is not None else None
+        self.best_key: tuple[float, float] | None = None
         self._next_eval = 0
         self.last_result: EvalResult | None = None
         self.last_eval_step = -1
@@ -141,6 +161,13 @@ class EvalCallback(BaseCallback):
 
     def _init_callback(self) -> None:
         self._next_eval = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        if self.best_dir is None:
+            return
+        for stale in self.best_dir.parent.glob(f".{self.best_dir.name}.tmp-*"):  # a save cut by a kill
+            shutil.rmtree(stale, ignore_errors=True)
+        record = self.best_dir.parent / BEST_FILE
+        if record.is_file() and self.best_dir.is_dir():  # a resumed run: keep its bar
+            self.best_key = tuple(json.loads(record.read_text())["key"])  # type: ignore[assignment]
 
     def is_current(self) -> bool:
         """Whether the last evaluation saw the model as it is now: same env step and no update since (SB3's
@@ -152,8 +179,25 @@ class EvalCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.model.num_timesteps >= self._next_eval:
             self._next_eval = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
-            self.evaluate_now()
+            result = self.evaluate_now()
+            if self.best_dir is not None and (self.best_key is None or rank_key(result) > self.best_key):
+                self.save_best(result)
         return True
+
+    def save_best(self, result: EvalResult) -> None:
+        """Save the model as the run's best (atomically, see :func:`save_checkpoint`), then its record."""
+        assert self.best_dir is not None
+        step = self.model.num_timesteps
+        try:
+            self.model.save(self.best_dir, replay_buffer=False)
+            record = {"step": step, "key": list(rank_key(result)), "wall_time_s": round(self.model.wall_time_s, 1),
+                      "eval": result.as_dict()}
+            atomic_write_text(self.best_dir.parent / BEST_FILE, json.dumps(record, indent=1))
+        except OSError as e:
+            print(f"warning: saving the best model at step {step} failed ({e}); the earlier one is kept",
+                  file=sys.stderr)
+            return
+        self.best_key = rank_key(result)
 
     def evaluate_now(self) -> EvalResult:
         """Evaluate the model as it is now and log the result at its current step."""
