@@ -284,8 +284,8 @@ def _eval(reference: str | None, env_cfg: dict[str, Any], plan: Plan, determinis
 
 def _dqn_jobs(game: str, steps: int, plan: Plan) -> list[list[str]]:
     starts, target = max(100, steps // 10), max(100, steps // 10)
-    return [["agent=dqn", f"env={game}", f"seed={s}", f"total_timesteps={steps}", "eval_freq=0", f"save_freq={steps}", "eval_episodes=1",
-             f"env.max_episode_steps={plan.length}",
+    return [["agent=dqn", f"env={game}", f"seed={s}", f"total_timesteps={steps}", "eval_freq=0", f"save_freq={steps}",
+             "eval_episodes=1", f"env.max_episode_steps={plan.length}",
              "progress_bar=false", f"torch_threads={plan.threads}", *DQN_OVERRIDES,
              f"agent.learning_starts={starts}", f"agent.target_update_interval={target}",
              f"run_dir={plan.cache / 'dqn' / f'{game}-{steps}-s{s}'}"] for s in range(plan.dqn_seeds)]
@@ -326,9 +326,9 @@ def part_score(plan: Plan) -> str:
         f"\n\nDIAMOND ahead of DQN on {ahead} of the {compared} games it was trained on here (target: at least 2 of "
         f"Breakout, Pong and Boxing at equal env steps; a game without a DIAMOND model counts as not measured). "
         f"Returns: mean +- std over {plan.episodes} evaluation episodes per model (whole games: a lost life does not "
-        f"end them, at most {plan.length:,} agent steps each, env seed {plan.seed + 1000}); DIAMOND samples its actions (the "
-        f"official test protocol), DQN acts epsilon-greedily at its final epsilon 0.01 (`deterministic=false`; its "
-        f"greedy policy may never press FIRE), the random policy is uniform. SB3 DQN: "
+        f"end them, at most {plan.length:,} agent steps each, env seed {plan.seed + 1000}); DIAMOND samples its "
+        f"actions (the official test protocol), DQN acts epsilon-greedily at its final epsilon 0.01 "
+        f"(`deterministic=false`; its greedy policy may never press FIRE), the random policy is uniform. SB3 DQN: "
         f"SB3's Atari preprocessing (84x84 grey, 4 stacked frames, reward clipping in training), rl-zoo3's Atari "
         f"hyperparameters (buffer 100k, lr 1e-4, batch 32, train_freq 4, target network, final epsilon 0.01 after "
         f"10% of the steps) with learning_starts and the target update interval at 10% of the budget, trained on "
