@@ -11,8 +11,8 @@ Parts, each measured side by side in one run on this machine and written to ``re
   (7 targets between the 5th and 95th percentile of the dataset's returns): mean absolute error in normalized-score
   units and the best normalized return, per dataset, over seeds; plots of achieved against target return.
 - cla: DT and RADT with and without ``cla_factor=2`` on hopper-medium: KV-cache bytes and alignment error.
-- norm: RADT and DT with ``norm=layernorm|layernorm_nobias|rmsnorm`` on hopper-medium: final loss, loss spikes,
-  alignment error over seeds.
+- norm: RADT and DT with ``norm=layernorm|layernorm_nobias|rmsnorm`` on hopper-medium: final loss, loss spikes
+  (:func:`loss_spikes`), alignment error over seeds.
 
 Training runs are separate ``runners.train`` processes (two at a time, one torch thread each) under
 ``runs/bench/radt``; a run whose directory already holds its results is reused, so an interrupted benchmark
@@ -179,8 +179,8 @@ def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple,
     return out
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.1f} +- {np.std(values):.1f}" if values else "-"
+def _mean_std(values: list[float], digits: int = 1) -> str:
+    return f"{np.mean(values):.{digits}f} +- {np.std(values):.{digits}f}" if values else "-"
 
 
 def part_alignment(plan: Plan) -> str:
@@ -272,27 +272,56 @@ def part_cla(plan: Plan) -> str:
     return "\n".join(rows)
 
 
+NORM_LOG_INTERVAL = 10  # the norm part logs the loss every 10 gradient steps, so that a spike is not averaged away
+SPIKE_FACTOR, SPIKE_WINDOW = 2.0, 10
+
+
+def loss_spikes(losses: np.ndarray, start: int = 0, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> int:
+    """How many logged losses from index ``start`` on exceed ``factor`` times the median of the ``window`` logged
+    losses before them (a spike stands out of the recent level; a slow drift does not)."""
+    return int(sum(
+        losses[i] > factor * np.median(losses[i - window:i]) for i in range(max(start, window), len(losses))
+    ))
+
+
+def _loss_stats(run_dir: Path, warmup_steps: int) -> tuple[float, int]:
+    """The final loss (mean of the last 10 logged values) and the loss spikes after the warm-up of a run."""
+    from agents.common.tblog import read_scalars
+
+    loss = read_scalars(run_dir, ["train/loss"])["train/loss"]
+    return float(loss[-10:, 1].mean()), loss_spikes(loss[:, 1], int(np.searchsorted(loss[:, 0], warmup_steps)))
+
+
 def part_norm(plan: Plan) -> str:
     norms = ("layernorm", "layernorm_nobias", "rmsnorm")
     runs = {
         (model, norm, seed): plan.args(model, "hopper", "medium", seed, RUNS / "norm" / f"{model}_{norm}_s{seed}",
-                                       [f"agent.norm={norm}"])
+                                       [f"agent.norm={norm}", f"agent.log_interval={NORM_LOG_INTERVAL}"])
         for model in ("dt", "radt")
         for norm in norms
         for seed in range(plan.seeds)
     }
     results = _train_and_evaluate(plan, runs)
+    warmup = max(plan.steps // 10, 1)
     rows = [
         plan.describe(),
         "",
-        "| model | norm | alignment error (hopper-medium) | best normalized return | seeds |",
-        "|-|-|-|-|-|",
+        f"Final loss: the mean action MSE of the last {10 * NORM_LOG_INTERVAL} gradient steps. Loss spikes: logged "
+        f"losses ({NORM_LOG_INTERVAL}-step means) above {SPIKE_FACTOR:g}x the median of the {SPIKE_WINDOW} before "
+        f"them, after the {warmup:,} warm-up steps, summed over seeds. Mean +- std over seeds.",
+        "",
+        "| model | norm | final loss | loss spikes | alignment error (hopper-medium) | best normalized return "
+        "| seeds |",
+        "|-|-|-|-|-|-|-|",
     ]
     for model in ("dt", "radt"):
         for norm in norms:
-            found = [results[(model, norm, s)] for s in range(plan.seeds) if (model, norm, s) in results]
+            keys = [(model, norm, s) for s in range(plan.seeds) if (model, norm, s) in results]
+            found = [results[key] for key in keys]
+            stats = [_loss_stats(Path(runs[key][-1].split("=", 1)[1]), warmup) for key in keys]
             rows.append(
-                f"| {model} | {norm} | {_mean_std([r['mean_absolute_error'] for r in found])} | "
+                f"| {model} | {norm} | {_mean_std([s[0] for s in stats], 4)} | {sum(s[1] for s in stats)} | "
+                f"{_mean_std([r['mean_absolute_error'] for r in found])} | "
                 f"{_mean_std([r['best_normalized_return'] for r in found])} | {len(found)} |"
             )
     return "\n".join(rows)

@@ -373,3 +373,14 @@ def test_enjoy_records_a_return_conditioned_agent(scripted_dataset: str, tmp_pat
     video = tmp_path / "dt.gif"
     assert enjoy_main([f"model={run / 'final'}", f"video={video}", "max_steps=20", "target=8"]) == 0
     assert video.stat().st_size > 0
+
+
+def test_loss_spikes_counts_jumps_over_the_recent_median_not_drifts() -> None:
+    from runners.bench_radt import loss_spikes
+
+    losses = np.array([1.0] * 10 + [3.0] + [1.0] * 5 + [1.9])
+    # index 10: 3.0 > 2 x median(ten 1.0s) = 2.0; index 16: 1.9 < 2 x median(1,1,1,1,1,3,1,1,1,1) = 2.0
+    assert loss_spikes(losses) == 1
+    assert loss_spikes(losses, start=11) == 0  # the spike falls in the warm-up
+    assert loss_spikes(np.array([1.0] * 10 + [2.0])) == 0  # exactly 2x the median is not above it
+    assert loss_spikes(1.05 ** np.arange(60)) == 0  # a steady 5% rise per log is a drift, not a spike
