@@ -358,4 +358,7 @@ def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: st
         "cla": lambda: part_cla(plan),
         "norm": lambda: part_norm(plan),
     }
-    return run_parts("radt", out_path, parts, header, titles, functions)
+    # the budget options, written into each section's command line so that it reruns as measured
+    options = {"seeds": seeds, "steps": steps, "embed": embed, "episodes": episodes, "datasets": datasets,
+               "workers": workers}
+    return run_parts("radt", out_path, parts, header, titles, functions, options)
