@@ -176,6 +176,7 @@ def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple,
         if (path / "alignment.json").is_file():
             out[key] = json.loads((path / "alignment.json").read_text())
             out[key]["train"] = json.loads((path / "results.json").read_text())
+            out[key]["run_dir"] = str(path)
     return out
 
 
@@ -318,7 +319,7 @@ def part_norm(plan: Plan) -> str:
         for norm in norms:
             keys = [(model, norm, s) for s in range(plan.seeds) if (model, norm, s) in results]
             found = [results[key] for key in keys]
-            stats = [_loss_stats(Path(runs[key][-1].split("=", 1)[1]), warmup) for key in keys]
+            stats = [_loss_stats(Path(results[key]["run_dir"]), warmup) for key in keys]
             rows.append(
                 f"| {model} | {norm} | {_mean_std([s[0] for s in stats], 4)} | {sum(s[1] for s in stats)} | "
                 f"{_mean_std([r['mean_absolute_error'] for r in found])} | "

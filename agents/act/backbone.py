@@ -73,7 +73,8 @@ class ResNet18(nn.Module):
         if not width > 0:
             raise ValueError(f"backbone_width={width}; expected a positive multiplier such as 1.0 or 0.5")
         if stride not in STRIDES:
-            raise ValueError(f"backbone_stride={stride!r} is not allowed; choose one of: 32, 16")
+            allowed = ", ".join(map(str, STRIDES))
+            raise ValueError(f"backbone_stride={stride!r} is not allowed; choose one of: {allowed}")
         channels = [max(1, round(c * width)) for c in STAGE_CHANNELS]
         self.conv1 = nn.Conv2d(3, channels[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(channels[0])

@@ -15,11 +15,10 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.common.checkpoint import atomic_write_text, verify_checkpoint
+from agents.common.checkpoint import atomic_write_text, remove_unfinished_saves, verify_checkpoint
 from agents.common.evaluation import EvalResult, evaluate, primary_score
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
-TEMP_DIR = re.compile(r"^\.step_\d+\.tmp-\d+$")  # a checkpoint being written by save_checkpoint (or a killed one)
 
 
 class TrainingFault(RuntimeError):
@@ -90,9 +89,7 @@ class CheckpointCallback(BaseCallback):
         self._next_save = (self.model.num_timesteps // self.save_freq + 1) * self.save_freq
         self._deferred = saves_between_rollouts(self.model)
         self._pending = False
-        for stale in (self.run_dir / "checkpoints").glob(".step_*.tmp-*"):
-            if TEMP_DIR.match(stale.name) and stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
+        remove_unfinished_saves(self.run_dir / "checkpoints", "step_*")
 
     def _on_step(self) -> bool:
         if self.model.num_timesteps >= self._next_save:
@@ -163,8 +160,7 @@ class EvalCallback(BaseCallback):
         self._next_eval = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
         if self.best_dir is None:
             return
-        for stale in self.best_dir.parent.glob(f".{self.best_dir.name}.tmp-*"):  # a save cut by a kill
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_unfinished_saves(self.best_dir.parent, self.best_dir.name)
         record = self.best_dir.parent / BEST_FILE
         if record.is_file() and self.best_dir.is_dir():  # a resumed run: keep its bar
             self.best_key = tuple(json.loads(record.read_text())["key"])  # type: ignore[assignment]
@@ -180,24 +176,25 @@ class EvalCallback(BaseCallback):
         if self.model.num_timesteps >= self._next_eval:
             self._next_eval = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
             result = self.evaluate_now()
-            if self.best_dir is not None and (self.best_key is None or rank_key(result) > self.best_key):
-                self.save_best(result)
+            key = rank_key(result)
+            if self.best_dir is not None and (self.best_key is None or key > self.best_key):
+                self.save_best(result, key)
         return True
 
-    def save_best(self, result: EvalResult) -> None:
+    def save_best(self, result: EvalResult, key: tuple[float, float]) -> None:
         """Save the model as the run's best (atomically, see :func:`save_checkpoint`), then its record."""
         assert self.best_dir is not None
         step = self.model.num_timesteps
         try:
             self.model.save(self.best_dir, replay_buffer=False)
-            record = {"step": step, "key": list(rank_key(result)), "wall_time_s": round(self.model.wall_time_s, 1),
+            record = {"step": step, "key": list(key), "wall_time_s": round(self.model.wall_time_s, 1),
                       "eval": result.as_dict()}
             atomic_write_text(self.best_dir.parent / BEST_FILE, json.dumps(record, indent=1))
         except OSError as e:
             print(f"warning: saving the best model at step {step} failed ({e}); the earlier one is kept",
                   file=sys.stderr)
             return
-        self.best_key = rank_key(result)
+        self.best_key = key
 
     def evaluate_now(self) -> EvalResult:
         """Evaluate the model as it is now and log the result at its current step."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -173,6 +174,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+UNFINISHED_SAVE = re.compile(r"^\..+\.tmp-\d+$")  # the temporary directory of save_checkpoint: .<name>.tmp-<pid>
+
+
+def remove_unfinished_saves(directory: str | Path, name: str = "*") -> None:
+    """Remove what :func:`save_checkpoint` left in ``directory`` for checkpoints named ``name`` (a glob) when its
+    process was killed mid-write: the temporary directories, never a complete checkpoint."""
+    for stale in Path(directory).glob(f".{name}.tmp-*"):
+        if UNFINISHED_SAVE.match(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
