@@ -21,6 +21,7 @@ continues where it stopped.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.common.checkpoint import atomic_write_text
 from agents.common.transformer import KVCache, count_parameters
 from agents.radt.models import DecisionTransformer, ReturnAlignedDT
 from envs.datasets import dataset_path
@@ -36,6 +38,7 @@ from runners.cli import parse_bool, parse_int
 
 RUNS = Path("runs") / "bench" / "radt"
 PLOTS = Path("results") / "plots"
+ALIGNMENT_RECORD = Path("results") / "benchmarks" / "radt_alignment.json"  # the alignment part's measurements
 PARTS = ("speed", "alignment", "cla", "norm")
 # ../shared/reference/OFFICIAL_TIMINGS.md, section 3 (hopper, batch 64, K = 20)
 OFFICIAL = {"radt": (1_205_763, 177.3, 4.2), "dt": (726_147, 142.5, None)}
@@ -184,11 +187,61 @@ def _mean_std(values: list[float], digits: int = 1) -> str:
     return f"{np.mean(values):.{digits}f} +- {np.std(values):.{digits}f}" if values else "-"
 
 
+def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[str, str]],
+                     results: dict[tuple, dict[str, Any]], date: str) -> dict[str, Any]:
+    """``record`` (dataset -> its latest measurement) with the datasets measured now replacing their entries.
+
+    An entry keeps, per model, each seed's error, best return and normalized achieved-vs-target curve, with the
+    budget and date it was measured at, so that the table and the plots of datasets measured by earlier
+    invocations (whose runs may be gone) stay in the report."""
+    record = dict(record)
+    for env, q in datasets:
+        models = {
+            model: [
+                {"seed": seed, "mean_absolute_error": r["mean_absolute_error"],
+                 "best_normalized_return": r["best_normalized_return"],
+                 "normalized_targets": r["normalized_targets"], "normalized_achieved": r["normalized_achieved"]}
+                for seed in range(plan.seeds)
+                if (r := results.get((model, env, q, seed))) is not None
+            ]
+            for model in MODELS
+        }
+        if any(models.values()):
+            record[f"{env}-{q}"] = {"date": date, "steps": plan.steps, "embed": plan.embed,
+                                    "episodes": plan.episodes, "models": models}
+    return record
+
+
+def alignment_table(record: dict[str, Any]) -> tuple[list[str], int, int]:
+    """The rows of the alignment table over every dataset in ``record`` (in ``DATASETS`` order), and how many of
+    them RADT's error is below DT's on, of those where both were measured."""
+    rows = ["| dataset | " + " | ".join(MODELS) + " | RADT below DT | budget (measured) |",
+            "|-|" + "-|" * len(MODELS) + "-|-|"]
+    wins = compared = 0
+    for env, q in DATASETS:
+        entry = record.get(f"{env}-{q}")
+        if entry is None:
+            continue
+        cells, errors = [], {}
+        for model in MODELS:
+            found = entry["models"].get(model, [])
+            errors[model] = [r["mean_absolute_error"] for r in found]
+            best = [r["best_normalized_return"] for r in found]
+            cells.append(f"{_mean_std(errors[model])} [{_mean_std(best)}] ({len(found)} seeds)")
+        both = bool(errors["dt"]) and bool(errors["radt"])
+        better = both and np.mean(errors["radt"]) < np.mean(errors["dt"])
+        wins, compared = wins + better, compared + both
+        verdict = ("yes" if better else "no") if both else "not measured"
+        budget = (f"{entry['steps']:,} steps, embed {entry['embed']}, 7 x {entry['episodes']} episodes "
+                  f"({entry['date']}{'; ' + entry['note'] if 'note' in entry else ''})")
+        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {verdict} | {budget} |")
+    return rows, wins, compared
+
+
 def part_alignment(plan: Plan) -> str:
     datasets = [(env, q) for env, q in plan.datasets if dataset_path(env, q).is_file()]
     if not plan.train:
         datasets = [(env, q) for env, q in datasets if (RUNS / "alignment" / f"{env}-{q}").is_dir()]
-    missing = [f"{env}-{q}" for env, q in DATASETS if (env, q) not in datasets]  # not chosen or not generated
     runs = {
         (model, env, q, seed): plan.args(
             model, env, q, seed, RUNS / "alignment" / f"{env}-{q}" / f"{model}_s{seed}", []
@@ -198,32 +251,27 @@ def part_alignment(plan: Plan) -> str:
         for seed in range(plan.seeds)
     }
     results = _train_and_evaluate(plan, runs)
+    previous = json.loads(ALIGNMENT_RECORD.read_text()) if ALIGNMENT_RECORD.is_file() else {}
+    record = record_alignment(previous, plan, datasets, results, _dt.date.today().isoformat())
+    atomic_write_text(ALIGNMENT_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    table, wins, compared = alignment_table(record)
     rows = [
-        plan.describe(),
+        "This invocation: " + plan.describe(),
+        f"Measured now: {', '.join(f'{env}-{q}' for env, q in datasets) or 'none'}; the other rows are kept from "
+        f"earlier invocations (`{ALIGNMENT_RECORD}`, each at the budget and date in its last column).",
         "",
         "Mean absolute error |achieved - target| in normalized-score units (lower is better), mean +- std over "
         "seeds; in brackets the best normalized return.",
         "",
-        "| dataset | " + " | ".join(MODELS) + " | RADT below DT |",
-        "|-|" + "-|" * len(MODELS) + "-|",
+        *table,
+        "",
+        f"RADT's error is below DT's on {wins} of the {compared} datasets where both were measured.",
     ]
-    wins = compared = 0
-    for env, q in datasets:
-        cells, errors = [], {}
-        for model in MODELS:
-            found = [results[(model, env, q, s)] for s in range(plan.seeds) if (model, env, q, s) in results]
-            errors[model] = [r["mean_absolute_error"] for r in found]
-            best = [r["best_normalized_return"] for r in found]
-            cells.append(f"{_mean_std(errors[model])} [{_mean_std(best)}] ({len(found)} seeds)")
-        both = bool(errors["dt"]) and bool(errors["radt"])
-        better = both and np.mean(errors["radt"]) < np.mean(errors["dt"])
-        wins, compared = wins + better, compared + both
-        verdict = ("yes" if better else "no") if both else "not measured"
-        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {verdict} |")
-        _plot(env, q, {m: results.get((m, env, q, 0)) for m in MODELS})
-    rows += ["", f"RADT's error is below DT's on {wins} of the {compared} datasets where both were measured."]
-    if missing:
-        rows.append(f"Not measured yet (not generated here, or not among `datasets=`): {', '.join(missing)}.")
+    if missing := [f"{env}-{q}" for env, q in DATASETS if f"{env}-{q}" not in record]:
+        rows.append(f"Not measured yet: {', '.join(missing)}.")
+    for env, q in DATASETS:
+        if (entry := record.get(f"{env}-{q}")) is not None:
+            _plot(env, q, {m: next((r for r in entry["models"].get(m, []) if r["seed"] == 0), None) for m in MODELS})
     rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")
     rows.append("Achieved returns per target: `runs/bench/radt/alignment/<dataset>/<model>_s<seed>/alignment.json`.")
     return "\n".join(rows)
@@ -235,7 +283,7 @@ def _plot(env: str, quality: str, results: dict[str, dict[str, Any] | None]) -> 
 
     curves = {}
     for model, r in results.items():
-        if r is not None:
+        if r is not None and "normalized_targets" in r:  # entries kept without their curves are not plotted
             # the normalized values are stored; plot them as they are
             curves[model] = AlignmentResult(r["normalized_targets"], [[a] for a in r["normalized_achieved"]])
     if curves:

@@ -384,3 +384,36 @@ def test_loss_spikes_counts_jumps_over_the_recent_median_not_drifts() -> None:
     assert loss_spikes(losses, start=11) == 0  # the spike falls in the warm-up
     assert loss_spikes(np.array([1.0] * 10 + [2.0])) == 0  # exactly 2x the median is not above it
     assert loss_spikes(1.05 ** np.arange(60)) == 0  # a steady 5% rise per log is a drift, not a spike
+
+
+def test_alignment_record_replaces_the_measured_datasets_and_keeps_the_others() -> None:
+    from runners.bench_radt import MODELS, Plan, alignment_table, record_alignment
+
+    def result(error: float, best: float) -> dict:
+        return {"mean_absolute_error": error, "best_normalized_return": best,
+                "normalized_targets": [1.0, 2.0], "normalized_achieved": [1.5, 2.5]}
+
+    kept = {"hopper-medium": {"date": "2026-11-24", "steps": 3000, "embed": 64, "episodes": 3, "note": "old",
+                              "models": {m: [{"seed": 0, "mean_absolute_error": 2.0, "best_normalized_return": 20.0}]
+                                         for m in MODELS}},
+            "walker2d-medium": {"date": "2026-11-24", "steps": 10, "embed": 8, "episodes": 1,
+                                "models": {"dt": [{"seed": 0, "mean_absolute_error": 9.0,
+                                                   "best_normalized_return": 1.0}]}}}
+    plan = Plan(seeds=2, steps=3000, embed=64, episodes=3, datasets=[], workers=1)
+    # walker2d-medium measured again (dt 2 seeds, radt 1 seed); hopper-medium-replay chosen but nothing finished
+    results = {("dt", "walker2d", "medium", 0): result(3.0, 10.0), ("dt", "walker2d", "medium", 1): result(5.0, 12.0),
+               ("radt", "walker2d", "medium", 1): result(1.0, 14.0)}
+    record = record_alignment(kept, plan, [("walker2d", "medium"), ("hopper", "medium-replay")], results, "2026-12-02")
+    assert kept["walker2d-medium"]["steps"] == 10  # the input is not modified
+    assert set(record) == {"hopper-medium", "walker2d-medium"}  # an unfinished dataset gets no entry
+    assert record["hopper-medium"] is kept["hopper-medium"]
+    walker = record["walker2d-medium"]
+    assert (walker["date"], walker["steps"], walker["episodes"]) == ("2026-12-02", 3000, 3)
+    assert [r["seed"] for r in walker["models"]["dt"]] == [0, 1] and walker["models"]["radt_no_seqra"] == []
+    assert walker["models"]["radt"][0]["normalized_achieved"] == [1.5, 2.5]
+    rows, wins, compared = alignment_table(record)
+    assert (wins, compared) == (1, 2)  # hopper: radt 2.0 = dt 2.0, not below; walker: 1.0 < mean(3, 5) = 4.0
+    assert rows[2].startswith("| hopper-medium | 2.0 +- 0.0 [20.0 +- 0.0] (1 seeds)") and "(2026-11-24; old)" in rows[2]
+    assert rows[3].startswith("| walker2d-medium | 4.0 +- 1.0 [11.0 +- 1.0] (2 seeds) | 1.0 +- 0.0 [14.0 +- 0.0]")
+    assert "| - [-] (0 seeds) |" in rows[3] and rows[3].endswith("| yes | 3,000 steps, embed 64, 7 x 3 episodes "
+                                                                  "(2026-12-02) |")
