@@ -8,7 +8,8 @@ Parts, each measured side by side in one run on this machine and written to ``re
   same pairs, then their reconstruction error on held-out pairs, the world-model train step and the imagined frames
   per second (``DeltaIrisWorldModelEnv``).
 - cla: KV-cache tensors and bytes of the world model with ``cla_factor`` 1 and 2, and the world-model loss of both
-  after the same training steps on the same Crafter segments (same seed, the Δ-IRIS tokenizer of part iris).
+  after the same training steps on the same Crafter segments (same initialization seed, the Δ-IRIS tokenizer of
+  part iris), over ``cla_seeds`` initializations.
 - official: the tokenizer and world-model train steps (fp32 and bf16 autocast) and the imagination step at the
   paper's Crafter configuration, each in its own process with its peak memory, beside the authors' code
   (../shared/reference/OFFICIAL_TIMINGS.md, section 2; see world_models/delta_iris/benchmark.py).
@@ -69,6 +70,7 @@ class Plan:
     cla_steps: int
     cla_batch: int
     cla_layers: int
+    cla_seeds: int
     repeats: int
     memory_gb: float | None
     episodes: int
@@ -356,42 +358,59 @@ def part_cla(plan: Plan, data: Crafter) -> str:
         t = torch.from_numpy(tokens[np.asarray(starts)[:, None] + np.arange(length - 1)])
         return {"frames": frames, "acts": acts, "rews": rews, "ends": ends, "mask": mask, "tokens": t}
 
-    losses = {}
-    for factor in (1, 2):
-        torch.manual_seed(plan.seed)
-        wm = WorldModel(plan.world_model_config(4, plan.cla_layers, factor))
-        start = time.perf_counter()
-        train = bm.fit(wm, lambda i, wm=wm: wm.loss(**batch(schedule[i]))[0], plan.cla_steps, bf16=True)
-        seconds = time.perf_counter() - start
-        wm.eval()
-        with torch.no_grad():
-            logs = [wm.loss(**batch(held_out[i:i + plan.cla_batch]))[1]
-                    for i in range(0, len(held_out), plan.cla_batch)]
-        held = {k: float(np.mean([log[k] for log in logs])) for k in ("loss_total", "loss_latents", "loss_rewards",
-                                                                     "loss_ends")}
-        losses[factor] = (count_parameters(wm), float(np.mean(train[-10:])), held, seconds)
+    losses: dict[int, list[tuple[int, float, dict[str, float], float]]] = {1: [], 2: []}
+    for seed in range(plan.seed, plan.seed + plan.cla_seeds):  # initializations; the same segments for all
+        for factor in (1, 2):
+            torch.manual_seed(seed)
+            wm = WorldModel(plan.world_model_config(4, plan.cla_layers, factor))
+            start = time.perf_counter()
+            train = bm.fit(wm, lambda i, wm=wm: wm.loss(**batch(schedule[i]))[0], plan.cla_steps, bf16=True)
+            seconds = time.perf_counter() - start
+            wm.eval()
+            with torch.no_grad():
+                logs = [wm.loss(**batch(held_out[i:i + plan.cla_batch]))[1]
+                        for i in range(0, len(held_out), plan.cla_batch)]
+            held = {k: float(np.mean([log[k] for log in logs]))
+                    for k in ("loss_total", "loss_latents", "loss_rewards", "loss_ends")}
+            losses[factor].append((count_parameters(wm), float(np.mean(train[-10:])), held, seconds))
+
+    def spread(values: list[float]) -> str:
+        return f"{np.mean(values):.4f}" + (f" +- {np.std(values):.4f}" if len(values) > 1 else "")
+
     rows += ["", f"| cla_factor ({plan.cla_layers} layers) | parameters | train loss (mean of the last 10 steps) | "
-             "held-out loss | latents | rewards | ends | train time |", "|-|-|-|-|-|-|-|-|"]
-    for factor, (params, train_loss, held, seconds) in losses.items():
-        rows.append(f"| {factor} | {params:,} | {train_loss:.4f} | {held['loss_total']:.4f} | "
-                    f"{held['loss_latents']:.4f} | {held['loss_rewards']:.4f} | {held['loss_ends']:.4f} | "
-                    f"{seconds:.0f} s |")
+             "held-out loss | latents | rewards | ends | train time per seed |", "|-|-|-|-|-|-|-|-|"]
+    for factor, runs in losses.items():
+        held = {k: [r[2][k] for r in runs] for k in runs[0][2]}
+        rows.append(f"| {factor} | {runs[0][0]:,} | {spread([r[1] for r in runs])} | {spread(held['loss_total'])} | "
+                    f"{spread(held['loss_latents'])} | {spread(held['loss_rewards'])} | {spread(held['loss_ends'])} | "
+                    f"{np.mean([r[3] for r in runs]):.0f} s |")
     cache_ratio = sizes[plan.cla_layers, 2][1] / sizes[plan.cla_layers, 1][1]
-    rel = losses[2][2]["loss_total"] / losses[1][2]["loss_total"] - 1
+    held_total = {factor: np.array([r[2]["loss_total"] for r in runs]) for factor, runs in losses.items()}
+    rel = float(held_total[2].mean() / held_total[1].mean() - 1)
     verdict = "met" if cache_ratio <= 0.5 + 1e-9 and rel <= 0.05 else "not met"
+    if plan.cla_seeds > 1:  # the same seed pairs the two factors: the spread of the per-seed ratios
+        per_seed = held_total[2] / held_total[1] - 1
+        noise = (f" Per seed: {', '.join(f'{100 * r:+.1f}%' for r in per_seed)}; seed-to-seed std of the held-out "
+                 f"loss {100 * held_total[1].std() / held_total[1].mean():.1f}% (cla_factor 1) and "
+                 f"{100 * held_total[2].std() / held_total[2].mean():.1f}% (cla_factor 2) of its mean.")
+        seeds = f"{plan.cla_seeds} seeds ({plan.seed}..{plan.seed + plan.cla_seeds - 1}: the initialization)"
+    else:
+        noise = ""
+        seeds = "One seed, and the seed-to-seed spread at this budget was not measured: a difference of a few " \
+                "percent may be noise"
     three = sizes.get((3, 2), (0, 0))[1] / sizes[3, 1][1] if (3, 1) in sizes else None
     return "\n".join(rows) + (
         f"\n\nWith {plan.cla_layers} layers, cla_factor 2 holds {cache_ratio:.2f}x the cache of cla_factor 1, and its "
         f"held-out loss is {100 * rel:+.1f}% relative to it. Target (half the cache for at most 5% higher loss): "
-        f"{verdict}."
+        f"{verdict}.{noise}"
         + (f" With the paper's 3 layers, layers 0 and 1 share K/V and layer 2 keeps its own: "
            f"{three:.2f}x the cache." if three else "")
         + f"\n\nReduced budget: {plan.cla_steps} steps of {plan.cla_batch} segments of {length} steps (bf16 "
         f"autocast, AdamW lr 1e-4, weight decay 0.01, clip 10), the same segments in the same order and the same "
-        f"seed for both; the Δ-tokens come from the Δ-IRIS tokenizer of part iris ({plan.tok_steps} steps). "
+        f"initialization seed for both; the Δ-tokens come from the Δ-IRIS tokenizer of part iris "
+        f"({plan.tok_steps} steps). "
         f"Held-out loss: latents + rewards + ends cross-entropies on {len(held_out)} segments of the held-out "
-        f"episodes, eval mode. One seed, and the seed-to-seed spread at this budget was not measured: a "
-        f"difference of a few percent may be noise. "
+        f"episodes, eval mode; mean +- std over seeds. {seeds}. "
         f"Cache bytes: the KVCache after a forward pass over {length} blocks (fp32); batch 32 = 32 times that. "
         f"Torch threads: {plan.threads}. {_load_note(load_start, _load())}\n"
     )
@@ -574,7 +593,7 @@ def part_score(plan: Plan) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def run(out_path: str, parts: str = ",".join(PARTS), size: str = "full", frames: str = "3000", seed: str = "0",
         threads: str = "2", tok_steps: str = "100", tok_batch: str = "8", wm_batch: str = "8", imag_batch: str = "16",
-        cla_steps: str = "40", cla_batch: str = "4", cla_layers: str = "4", repeats: str = "3",
+        cla_steps: str = "40", cla_batch: str = "4", cla_layers: str = "4", cla_seeds: str = "1", repeats: str = "3",
         memory_gb: str = "auto", episodes: str = "16", length: str = "none", model: str = "none", ppo: str = "none",
         cache: str = "runs/bench/delta_iris") -> str:
     plan = Plan(
@@ -583,7 +602,8 @@ def run(out_path: str, parts: str = ",".join(PARTS), size: str = "full", frames:
         tok_steps=parse_int("tok_steps", tok_steps, 1), tok_batch=parse_int("tok_batch", tok_batch, 1),
         wm_batch=parse_int("wm_batch", wm_batch, 1), imag_batch=parse_int("imag_batch", imag_batch, 1),
         cla_steps=parse_int("cla_steps", cla_steps, 1), cla_batch=parse_int("cla_batch", cla_batch, 1),
-        cla_layers=parse_int("cla_layers", cla_layers, 2), repeats=parse_int("repeats", repeats, 1),
+        cla_layers=parse_int("cla_layers", cla_layers, 2),
+        cla_seeds=parse_int("cla_seeds", cla_seeds, 1), repeats=parse_int("repeats", repeats, 1),
         memory_gb=None if memory_gb == "auto" else _positive_float("memory_gb", memory_gb),
         episodes=parse_int("episodes", episodes, 1),
         length=None if length == "none" else parse_int("length", length, 1),
@@ -613,7 +633,8 @@ def run(out_path: str, parts: str = ",".join(PARTS), size: str = "full", frames:
                  "official": lambda: part_official(plan), "score": lambda: part_score(plan)}
     options = {"size": size, "frames": frames, "seed": seed, "tok_steps": tok_steps, "tok_batch": tok_batch,
                "wm_batch": wm_batch, "imag_batch": imag_batch, "cla_steps": cla_steps, "cla_batch": cla_batch,
-               "cla_layers": cla_layers, "repeats": repeats, "episodes": episodes, "length": length, "model": model,
+               "cla_layers": cla_layers, "cla_seeds": cla_seeds,
+               "repeats": repeats, "episodes": episodes, "length": length, "model": model,
                "ppo": ppo}
     chosen = [p for p in parts.split(",") if p]
     if unknown := sorted(set(chosen) - set(titles)):  # before anything is measured

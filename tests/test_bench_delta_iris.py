@@ -14,7 +14,7 @@ from runners.cli import UsageError
 from world_models.delta_iris.benchmark import measure_in_subprocess
 
 TINY = {"size": "tiny", "frames": "200", "tok_steps": "3", "tok_batch": "2", "wm_batch": "2", "imag_batch": "2",
-        "cla_steps": "3", "cla_batch": "2", "repeats": "1", "episodes": "2", "length": "20", "threads": "1"}
+        "cla_steps": "3", "cla_batch": "2", "cla_seeds": "2", "repeats": "1", "episodes": "2", "length": "20", "threads": "1"}
 
 
 def section(text: str, title: str) -> str:
@@ -67,6 +67,10 @@ def test_tiny_benchmark_writes_iris_cla_and_score_sections_with_finite_numbers(t
     (loss_1,), (loss_2,) = table_rows(cla, "1")[-1:], table_rows(cla, "2")[-1:]
     assert all(finite(c) > 0 for c in loss_1[2:7] + loss_2[2:7])
     assert re.search(r"holds 0\.50x the cache .* held-out loss is [+-]\d+\.\d%", cla)
+    # two initializations per factor: mean +- std in the cells, and the paired per-seed differences
+    assert all(" +- " in c for c in loss_1[2:7] + loss_2[2:7])
+    per_seed = re.search(r"Per seed: ([+-]\d+\.\d)%, ([+-]\d+\.\d)%;", cla)
+    assert per_seed and "2 seeds (0..1: the initialization)" in cla
 
     score = section(text, "## (d)")
     assert number(table_rows(score, "**Crafter score (%)**")[0][1]) == pytest.approx(0.0, abs=100)
