@@ -26,6 +26,7 @@ from agents.common.checkpoint import (
     MODEL_FILE,
     CheckpointError,
     _canonical_sha,
+    dedupe_shared,
     join_tensors,
     save_checkpoint,
     sha256_file,
@@ -154,6 +155,56 @@ def test_round_trip_restores_actions_counters_optimizers_and_replay_buffer(
     assert (restored.pos, restored.full) == (buffer.pos, buffer.full) == (TRAINED_STEPS[agent_id], False)
     for field in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(restored, field), getattr(buffer, field))
+
+
+def test_shared_memory_is_stored_once_under_the_first_name_and_a_slice_as_a_copy() -> None:
+    weight = torch.arange(6.0).reshape(2, 3)
+    tensors = {"b.weight": weight, "a.weight": weight, "c.weight": weight.detach(), "d.row": weight[1],
+               "e.other": torch.ones(2), "f.empty": torch.empty(0), "g.empty": torch.empty(0)}
+    stored, aliases = dedupe_shared(tensors)
+    assert aliases == {"b.weight": "a.weight", "c.weight": "a.weight"}  # same view: one tensor, two aliases
+    assert set(stored) == {"a.weight", "d.row", "e.other", "f.empty", "g.empty"}
+    assert stored["a.weight"] is weight and stored["e.other"] is tensors["e.other"]
+    assert torch.equal(stored["d.row"], torch.tensor([3.0, 4.0, 5.0]))  # another view of stored memory: copied
+    assert stored["d.row"].untyped_storage().data_ptr() != weight.untyped_storage().data_ptr()
+    assert safetensors_load(safetensors_save(stored))["d.row"].tolist() == [3.0, 4.0, 5.0]  # safetensors accepts it
+
+
+@pytest.fixture(scope="module")
+def ppo_cnn_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[PPO, Path]:
+    """SB3 PPO's CnnPolicy on real Crafter frames: one features extractor under three names in its state dict."""
+    import envs  # noqa: F401  (registers zoo/Crafter-v1)
+
+    env = gymnasium.make("zoo/Crafter-v1", size=(64, 64), length=50)
+    model = PPO("CnnPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0).learn(32)
+    return model, model.save(tmp_path_factory.mktemp("saved") / "ppo_cnn")
+
+
+def test_ppo_cnn_policy_with_a_shared_features_extractor_round_trips(ppo_cnn_checkpoint: tuple[PPO, Path]) -> None:
+    model, ckpt = ppo_cnn_checkpoint
+    aliases = json.loads((ckpt / META_FILE).read_text())["tensor_aliases"]
+    assert aliases["policy.pi_features_extractor.cnn.0.weight"] == "policy.features_extractor.cnn.0.weight"
+    assert aliases["policy.vf_features_extractor.linear.0.bias"] == "policy.features_extractor.linear.0.bias"
+    assert not set(aliases) & set(load_file(ckpt / MODEL_FILE))  # each shared tensor is stored once
+    loaded = PPO.load(ckpt)
+    assert loaded.policy.pi_features_extractor is loaded.policy.features_extractor  # still one module
+    assert_same_state(model.policy.state_dict(), loaded.policy.state_dict(), "policy")
+    assert_same_state(model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict(), "optimizer")
+    assert_acts_like(model, loaded, "zoo/Crafter-v1")
+
+
+@pytest.mark.parametrize("target", ["policy.missing", "policy.features_extractor.cnn.0.weight"],
+                         ids=["missing_target", "alias_also_stored"])
+def test_tensor_alias_that_names_no_other_stored_tensor_is_refused(
+    target: str, ppo_cnn_checkpoint: tuple[PPO, Path], tmp_path: Path
+) -> None:
+    ckpt = copy_of(ppo_cnn_checkpoint[1], tmp_path)
+    alias = "policy.features_extractor.cnn.0.bias" if target.endswith("weight") else "policy.pi_features_extractor.x"
+    aliases = {**json.loads((ckpt / META_FILE).read_text())["tensor_aliases"], alias: target}
+    reseal(ckpt, tensor_aliases=aliases)
+    with pytest.raises(CheckpointError, match=rf"tensor alias '{re.escape(alias)}' -> '{re.escape(target)}' must "
+                                              r"name a tensor stored in model.safetensors under another name"):
+        PPO.load(ckpt)
 
 
 def test_split_join_of_an_optimizer_state_keeps_int_keys_and_exact_tensors(dqn: DQN) -> None:

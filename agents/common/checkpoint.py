@@ -54,6 +54,10 @@ META_SCHEMA: dict[str, tuple[type, ...]] = {
     "created": (str,),
     "meta_sha256": (str,),
 }
+# keys a meta.json may hold, with their allowed JSON types, written only when they apply
+META_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "tensor_aliases": (dict,),  # name -> the stored tensor it shares memory with (tied or shared weights)
+}
 
 
 class CheckpointError(ValueError):
@@ -141,6 +145,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def dedupe_shared(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors to store and the aliases of those that share memory with one of them.
+
+    A module reachable under several names (SB3's shared features extractor is ``features_extractor``,
+    ``pi_features_extractor`` and ``vf_features_extractor``; tied weights) appears once per name in a state dict;
+    safetensors refuses shared memory. The same view of the same memory is stored once, under the first name in
+    sorted order, and the other names become aliases of it; a different view of memory already stored (a slice of
+    another tensor) is stored as a copy."""
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[tuple[str, int]] = set()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.numel() == 0:
+            stored[name] = tensor
+            continue
+        storage = (str(tensor.device), tensor.untyped_storage().data_ptr())
+        view = (*storage, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if view in views:
+            aliases[name] = views[view]
+            continue
+        views[view] = name
+        stored[name] = tensor.clone() if storage in storages else tensor
+        storages.add(storage)
+    return stored, aliases
+
+
 def save_checkpoint(
     path: str | Path,
     tensors: Mapping[str, torch.Tensor],
@@ -154,11 +186,13 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / MODEL_FILE))
+        stored, aliases = dedupe_shared(tensors)
+        save_file({k: v.contiguous() for k, v in stored.items()}, str(tmp / MODEL_FILE))
         for name, writer in (extra_writers or {}).items():
             writer(tmp / name)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        full_meta = {**meta, "format_version": FORMAT_VERSION, "files": files}
+        full_meta = {**meta, "format_version": FORMAT_VERSION, "files": files,
+                     **({"tensor_aliases": aliases} if aliases else {})}
         full_meta["meta_sha256"] = _canonical_sha(full_meta)
         with open(tmp / META_FILE, "w") as f:
             json.dump(full_meta, f, indent=1, sort_keys=True)
@@ -219,11 +253,14 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{meta_path} is not valid JSON ({e.__class__.__name__}); the file is corrupt") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{meta_path} must hold a JSON object, found {type(meta).__name__}")
-    unknown = sorted(set(meta) - set(META_SCHEMA))
+    schema = {**META_SCHEMA, **META_OPTIONAL}
+    unknown = sorted(set(meta) - set(schema))
     if unknown:
-        raise CheckpointError(f"{meta_path} has unknown keys {unknown}; allowed: {sorted(META_SCHEMA)}")
-    for key, types in META_SCHEMA.items():
+        raise CheckpointError(f"{meta_path} has unknown keys {unknown}; allowed: {sorted(schema)}")
+    for key, types in schema.items():
         if key not in meta:
+            if key in META_OPTIONAL:
+                continue
             raise CheckpointError(f"{meta_path} lacks '{key}'")
         if not isinstance(meta[key], types) or (int in types and isinstance(meta[key], bool)):
             allowed = " or ".join(t.__name__ for t in types)
@@ -261,6 +298,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path / MODEL_FILE} is not a valid safetensors file: {e}") from None
+    for alias, name in meta.get("tensor_aliases", {}).items():
+        if not isinstance(name, str) or name not in tensors or alias in tensors:
+            raise CheckpointError(f"{path / META_FILE}: tensor alias '{alias}' -> {name!r} must name a tensor stored "
+                                  f"in {MODEL_FILE} under another name")
+        tensors[alias] = tensors[name]
     return {k: v.to(device) for k, v in tensors.items()}, meta
 
 
