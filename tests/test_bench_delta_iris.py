@@ -14,7 +14,8 @@ from runners.cli import UsageError
 from world_models.delta_iris.benchmark import measure_in_subprocess
 
 TINY = {"size": "tiny", "frames": "200", "tok_steps": "3", "tok_batch": "2", "wm_batch": "2", "imag_batch": "2",
-        "cla_steps": "3", "cla_batch": "2", "cla_seeds": "2", "repeats": "1", "episodes": "2", "length": "20", "threads": "1"}
+        "cla_steps": "3", "cla_batch": "2", "cla_seeds": "2", "repeats": "1", "episodes": "2", "length": "20",
+        "threads": "1"}
 
 
 def section(text: str, title: str) -> str:
