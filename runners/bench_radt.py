@@ -409,5 +409,5 @@ def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: st
     }
     # the budget options, written into each section's command line so that it reruns as measured
     options = {"seeds": seeds, "steps": steps, "embed": embed, "episodes": episodes, "datasets": datasets,
-               "workers": workers}
+               "workers": workers, **({"train": train} if train != "true" else {})}
     return run_parts("radt", out_path, parts, header, titles, functions, options)
