@@ -269,7 +269,7 @@ def part_alignment(plan: Plan) -> str:
     ]
     if missing := [f"{env}-{q}" for env, q in DATASETS if f"{env}-{q}" not in record]:
         rows.append(f"Not measured yet: {', '.join(missing)}.")
-    for env, q in DATASETS:
+    for env, q in datasets:  # the plots of the datasets kept from earlier invocations are already there
         if (entry := record.get(f"{env}-{q}")) is not None:
             _plot(env, q, {m: next((r for r in entry["models"].get(m, []) if r["seed"] == 0), None) for m in MODELS})
     rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")
