@@ -40,7 +40,7 @@ from agents.common.evaluation import RandomPolicy, evaluate
 from agents.common.transformer import KVCache, count_parameters
 from envs.crafter import CRAFTER_ACHIEVEMENTS, CrafterEnv
 from envs.factory import make_vec_env
-from runners.benchkit import describe_machine, run_parts
+from runners.benchkit import describe_machine, mean_std, run_parts
 from runners.cli import UsageError, parse_choice, parse_int
 from world_models.delta_iris import DeltaIrisWorldModelEnv, Tokenizer, TokenizerConfig, WorldModel, WorldModelConfig
 from world_models.delta_iris import benchmark as bm
@@ -374,8 +374,8 @@ def part_cla(plan: Plan, data: Crafter) -> str:
                     for k in ("loss_total", "loss_latents", "loss_rewards", "loss_ends")}
             losses[factor].append((count_parameters(wm), float(np.mean(train[-10:])), held, seconds))
 
-    def spread(values: list[float]) -> str:
-        return f"{np.mean(values):.4f}" + (f" +- {np.std(values):.4f}" if len(values) > 1 else "")
+    def spread(values: list[float]) -> str:  # one initialization: the value alone
+        return mean_std(values, 4, single=False)
 
     rows += ["", f"| cla_factor ({plan.cla_layers} layers) | parameters | train loss (mean of the last 10 steps) | "
              "held-out loss | latents | rewards | ends | train time per seed |", "|-|-|-|-|-|-|-|-|"]

@@ -41,7 +41,7 @@ from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
 from agents.common.transformer import count_parameters
 from envs.factory import make_vec_env
-from runners.benchkit import describe_machine, run_parts, train_all
+from runners.benchkit import describe_machine, mean_std, run_parts, train_all
 from runners.cli import UsageError, parse_choice, parse_int
 from runners.evaluate import load_for_eval
 from world_models.diamond import DenoiserConfig, SamplerConfig, batch_from_segment, make_denoiser, make_sampler
@@ -310,7 +310,7 @@ def part_score(plan: Plan) -> str:
             means = [_eval(str(Path(job[-1].split("=", 1)[1]) / "final"), env_cfg, plan, False).mean for job in jobs]
             dqn_mean = float(np.mean(means))
             runs = ", ".join(f"{m:.1f}" for m in means)
-            dqn_cell = f"{dqn_mean:.1f} +- {np.std(means):.1f} ({len(means)} seed{'s' * (len(means) > 1)}: {runs})"
+            dqn_cell = f"{mean_std(means)} ({len(means)} seed{'s' * (len(means) > 1)}: {runs})"
         if ref:
             result = _eval(ref, env_cfg, plan, deterministic=False)
             diamond_cell = f"{result.mean:.1f} +- {result.std:.1f} (1 seed)"

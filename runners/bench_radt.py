@@ -33,7 +33,7 @@ from agents.common.checkpoint import atomic_write_text
 from agents.common.transformer import KVCache, count_parameters
 from agents.radt.models import DecisionTransformer, ReturnAlignedDT
 from envs.datasets import dataset_path
-from runners.benchkit import describe_machine, run_parts, run_processes, timeit, train_all
+from runners.benchkit import describe_machine, mean_std, run_parts, run_processes, timeit, train_all
 from runners.cli import parse_bool, parse_int
 
 RUNS = Path("runs") / "bench" / "radt"
@@ -183,10 +183,6 @@ def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple,
     return out
 
 
-def _mean_std(values: list[float], digits: int = 1) -> str:
-    return f"{np.mean(values):.{digits}f} +- {np.std(values):.{digits}f}" if values else "-"
-
-
 def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[str, str]],
                      results: dict[tuple, dict[str, Any]], date: str) -> dict[str, Any]:
     """``record`` (dataset -> its latest measurement) with the datasets measured now replacing their entries.
@@ -227,7 +223,7 @@ def alignment_table(record: dict[str, Any]) -> tuple[list[str], int, int]:
             found = entry["models"].get(model, [])
             errors[model] = [r["mean_absolute_error"] for r in found]
             best = [r["best_normalized_return"] for r in found]
-            cells.append(f"{_mean_std(errors[model])} [{_mean_std(best)}] ({len(found)} seeds)")
+            cells.append(f"{mean_std(errors[model])} [{mean_std(best)}] ({len(found)} seeds)")
         both = bool(errors["dt"]) and bool(errors["radt"])
         better = both and np.mean(errors["radt"]) < np.mean(errors["dt"])
         wins, compared = wins + better, compared + both
@@ -315,8 +311,8 @@ def part_cla(plan: Plan) -> str:
             found = [results[(model, factor, s)] for s in range(plan.seeds) if (model, factor, s) in results]
             rows.append(
                 f"| {model} | {factor} | {tensors} | {nbytes:,} | "
-                f"{_mean_std([r['mean_absolute_error'] for r in found])} | "
-                f"{_mean_std([r['best_normalized_return'] for r in found])} |"
+                f"{mean_std([r['mean_absolute_error'] for r in found])} | "
+                f"{mean_std([r['best_normalized_return'] for r in found])} |"
             )
     return "\n".join(rows)
 
@@ -369,9 +365,9 @@ def part_norm(plan: Plan) -> str:
             found = [results[key] for key in keys]
             stats = [_loss_stats(Path(results[key]["run_dir"]), warmup) for key in keys]
             rows.append(
-                f"| {model} | {norm} | {_mean_std([s[0] for s in stats], 4)} | {sum(s[1] for s in stats)} | "
-                f"{_mean_std([r['mean_absolute_error'] for r in found])} | "
-                f"{_mean_std([r['best_normalized_return'] for r in found])} | {len(found)} |"
+                f"| {model} | {norm} | {mean_std([s[0] for s in stats], 4)} | {sum(s[1] for s in stats)} | "
+                f"{mean_std([r['mean_absolute_error'] for r in found])} | "
+                f"{mean_std([r['best_normalized_return'] for r in found])} | {len(found)} |"
             )
     return "\n".join(rows)
 

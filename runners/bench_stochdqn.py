@@ -31,7 +31,7 @@ from agents.stochdqn.policy import StochQPolicy
 from agents.stochdqn.sampling import SubsetSampler, subset_size
 from envs.factory import make_vec_env
 from runners import compare
-from runners.benchkit import RandomPolicy, describe_machine, run_parts, timeit, train_all
+from runners.benchkit import RandomPolicy, describe_machine, mean_std, run_parts, timeit, train_all
 from runners.cli import parse_args
 from runners.config import compose_train_config
 from runners.train import Trainer
@@ -144,7 +144,7 @@ def part_returns() -> str:
                        for seed in range(seeds)]
             returns = [r["eval"]["mean_reward"] for r in results]
             label = f"sac (continuous {env.rsplit('_', 1)[0]})" if agent == "sac" else agent
-            rows.append(f"| {label} | {seeds} | {np.mean(returns):.1f} +- {np.std(returns):.1f} | "
+            rows.append(f"| {label} | {seeds} | {mean_std(returns)} | "
                         f"{', '.join(f'{r:.0f}' for r in returns)} | "
                         f"{np.mean([r['wall_time_s'] for r in results]):.0f} |")
         out = PLOTS / f"stochdqn_{env}.png"

@@ -35,6 +35,17 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
+def mean_std(values: list[float], digits: int = 1, single: bool = True) -> str:
+    """``"mean +- std"`` of ``values`` (population std, ddof=0) at ``digits`` decimals; ``"-"`` when empty.
+
+    :param single: write ``+- 0.0`` for one value too; ``False`` writes the value alone
+    """
+    if not len(values):
+        return "-"
+    mean = f"{np.mean(values):.{digits}f}"
+    return mean if len(values) == 1 and not single else f"{mean} +- {np.std(values):.{digits}f}"
+
+
 def run_dir_of(job: list[str]) -> Path:
     """The ``run_dir=`` of a training command (its last argument)."""
     return Path(job[-1].split("=", 1)[1])

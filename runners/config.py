@@ -35,7 +35,7 @@ NON_NEGATIVE = ("eval_freq", "seed", "verbose", "torch_threads")
 # Hyperparameters checked by name (whichever agent has them): sizes and counts, and fractions.
 AGENT_POSITIVE = ("n_steps", "n_epochs", "gradient_steps", "learning_rate", "train_freq", "target_update_interval",
                   "context", "chunk_size", "n_layer", "n_head", "n_heads", "embed_dim", "hidden_dim", "log_interval")
-AGENT_NON_NEGATIVE = ("learning_starts", "warmup_steps", "weight_decay", "kl_weight", "vf_coef")
+AGENT_NON_NEGATIVE = ("learning_starts", "warmup_steps", "weight_decay", "kl_weight", "vf_coef", "train_steps")
 AGENT_UNIT_INTERVAL = ("gae_lambda", "dropout", "exploration_fraction", "exploration_initial_eps",
                        "exploration_final_eps")
 OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are the policy's / optimizer's own
@@ -138,17 +138,21 @@ def _validate(cfg: DictConfig) -> None:
         name = str(key)
         if name == "train_freq" and isinstance(value, ListConfig) and value:
             value = value[0]  # [4, step]
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"agent.{name}={value} must be a finite number")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if (name.endswith("_size") or name in AGENT_POSITIVE) and value <= 0:
-                raise UsageError(f"agent.{name}={value} must be > 0")
-            if name in AGENT_NON_NEGATIVE and value < 0:
-                raise UsageError(f"agent.{name}={value} must be >= 0")
-            if name in AGENT_UNIT_INTERVAL and not 0.0 <= value <= 1.0:
-                raise UsageError(f"agent.{name}={value} must be in [0, 1]")
-            if name in ("gamma", "tau") and not 0.0 < value <= 1.0:
-                raise UsageError(f"agent.{name}={value} must be in (0, 1]")
+        # a list of numbers (one per component: diamond's learning_rate, weight_decay) obeys the rule of its key
+        items = list(value) if isinstance(value, ListConfig) and name != "train_freq" else [value]
+        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UsageError(f"agent.{name}={shown} must be a finite number")
+            if isinstance(item, int | float) and not isinstance(item, bool):
+                if (name.endswith("_size") or name in AGENT_POSITIVE) and item <= 0:
+                    raise UsageError(f"agent.{name}={shown} must be > 0")
+                if name in AGENT_NON_NEGATIVE and item < 0:
+                    raise UsageError(f"agent.{name}={shown} must be >= 0")
+                if name in AGENT_UNIT_INTERVAL and not 0.0 <= item <= 1.0:
+                    raise UsageError(f"agent.{name}={shown} must be in [0, 1]")
+                if name in ("gamma", "tau") and not 0.0 < item <= 1.0:
+                    raise UsageError(f"agent.{name}={shown} must be in (0, 1]")
 
 
 def compose_train_config(argv: list[str], pairs: dict[str, str]) -> DictConfig:

@@ -442,3 +442,43 @@ def test_replay_buffer_load_refuses_a_shape_mismatch(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="optimize_memory_usage=True"):
         load_replay_buffer(memory_optimized, tmp_path / "rb.npz")
+
+
+def test_open_episodes_are_sampled_as_they_stand_and_replaced_by_their_longer_selves(tmp_path: Path) -> None:
+    """publish_pending stores the episodes still going on (as the official DIAMOND/IRIS collectors store incomplete
+    episodes); the next publication or the episode's end replaces that copy, keeping its sampling counts."""
+    buffer = EpisodeBuffer((2,), np.float32, (), np.int64)
+    buffer.add_episode(make_episode(0, 2))  # id 0, finished
+    for t in range(3):  # env 0: 3 steps of a long episode, obs [9, t]
+        buffer.add_step(0, [9, t], t, 1.0, False, False)
+    assert buffer.publish_pending() == [1] and buffer.lengths.tolist() == [2, 3] and buffer.open_episodes == {0: 1}
+    assert buffer.pending_steps == {0: 3}  # still being collected
+    buffer.count_draws([1, 1, 0], "wm")
+    seg = buffer.get_segments([1], [1], 3)  # the open episode's last step is neither an end nor a truncation
+    assert seg.obs[0, :2, 1].tolist() == [1, 2] and seg.mask[0].tolist() == [T, T, F] and not seg.end.any()
+    for t in range(3, 5):  # two more steps; env 1 finishes a 1-step episode meanwhile (id 2, after the open copy)
+        buffer.add_step(0, [9, t], t, 1.0, False, False)
+    buffer.add_step(1, [7, 0], 0, 5.0, True, False)
+    assert buffer.lengths.tolist() == [2, 3, 1]  # the open copy is as it was published
+    assert buffer.publish_pending() == [2] and buffer.lengths.tolist() == [2, 1, 5]  # replaced: now the newest
+    assert buffer.counts("wm").tolist() == [1, 0, 2] and buffer.open_episodes == {0: 2}
+    np.testing.assert_array_equal(buffer.episode(1).obs, [[7, 0]])  # the steps after the removed copy moved down
+    assert buffer.episode(2).obs[:, 1].tolist() == [0, 1, 2, 3, 4] and buffer.num_steps == 8
+    buffer.save(tmp_path / "episodes.npz")
+    loaded = EpisodeBuffer.load(tmp_path / "episodes.npz")
+    assert loaded.open_episodes == {0: 2} and loaded.pending_steps == {0: 5}
+    for name, x in (("saved", buffer), ("loaded", loaded)):  # its end replaces the open copy: no duplicate
+        assert x.add_step(0, [9, 5], 5, 1.0, True, False) == 2, name
+        assert x.lengths.tolist() == [2, 1, 6] and x.open_episodes == {} and x.counts("wm").tolist() == [1, 0, 2]
+        assert x.episode(2).end.tolist() == [F] * 5 + [T] and x.publish_pending() == [], name
+    # an open id that names no held episode, or one longer than its pending steps, is refused
+    with np.load(tmp_path / "episodes.npz", allow_pickle=False) as f:
+        arrays = dict(f.items())
+    np.savez(tmp_path / "bad.npz", **dict(arrays, **{"pending.open_episode": np.array([3], np.int64)}))
+    with pytest.raises(ValueError, match=r"pending open_episode \[3\] must name distinct held episodes"):
+        EpisodeBuffer.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "bad.npz", **dict(arrays, **{"pending.lengths": np.array([1], np.int64),
+                                                      **{f"pending.{k}": arrays[f"pending.{k}"][:1]
+                                                         for k in ("obs", "act", "rew", "end", "trunc")}}))
+    with pytest.raises(ValueError, match=r"no longer than their pending steps \[1\]"):
+        EpisodeBuffer.load(tmp_path / "bad.npz")

@@ -196,6 +196,22 @@ def test_official_defaults_of_the_initial_collection_and_the_final_epochs() -> N
     assert Diamond.official_eval_deterministic is False  # the official test collector samples from the policy
 
 
+def test_learning_rates_and_updates_per_epoch_may_differ_per_component() -> None:
+    """preset=cpu gives the denoiser and the reward/end model 1e-3 and the actor-critic 1e-4, and each its own
+    number of updates per epoch: [denoiser, rew_end_model, actor_critic]."""
+    # epoch 0 collects 40 initial + 20 steps and trains [2, 2, 1]; epoch 1 collects 20 more and trains [3, 0, 1]
+    model = tiny_diamond(breakout_env(), learning_rate=[1e-3, 2e-4, 1e-4], train_steps=[3, 0, 1]).learn(80)
+    assert model.updates == {"denoiser": 2 + 3, "rew_end_model": 2 + 0, "actor_critic": 1 + 1}
+    lrs = {name: opt.param_groups[0]["lr"] for name, opt in model.optimizers.items()}
+    assert lrs == {"denoiser": 1e-3, "rew_end_model": 2e-4, "actor_critic": 1e-4}  # past the 1-update warm-up
+    assert model.learning_rate == 1e-4  # SB3's learning_rate: the policy's (the actor-critic's)
+    with pytest.raises(ValueError, match=r"learning_rate=\[0.001, 0.0001\] needs one value for all components or "
+                                         "one per component: denoiser, rew_end_model, actor_critic"):
+        tiny_diamond(breakout_env(), learning_rate=[1e-3, 1e-4])
+    with pytest.raises(ValueError, match=r"train_steps=\[1, -1, 1\] >= 0"):
+        tiny_diamond(breakout_env(), train_steps=[1, -1, 1])
+
+
 def test_initial_collection_waits_for_minority_rewards_and_final_epochs_train_without_collecting() -> None:
     env = breakout_env()
     # an unreachable threshold: the initial collection grows by collect_steps up to its maximum (60), epoch 1
@@ -234,7 +250,10 @@ def test_collected_episodes_keep_their_final_frame_and_the_reward_end_model_sees
     model = tiny_diamond(env, initial_collect_steps=200, initial_collect_max_steps=200).learn(1, callback=finals)
     buffer = model.episode_buffer
     ends = [buffer.episode(i) for i in range(buffer.num_episodes) if buffer.episode(i).end[-1]]
-    assert len(ends) >= 2 and len(finals.frames) == buffer.num_episodes
+    # every finished episode, then the one still going on (stored as it stands, as the official collector does)
+    assert len(ends) >= 2 and len(finals.frames) == buffer.num_episodes - 1
+    assert buffer.open_episodes == {0: buffer.num_episodes - 1} and buffer.episode(-1).final_obs is None
+    assert len(buffer.episode(-1)) == buffer.pending_steps[0] and not buffer.episode(-1).end.any()
     for i, frame in enumerate(finals.frames):
         np.testing.assert_array_equal(buffer.episode(i).final_obs, frame)
     # the reward/end loss: the next frame of each terminal transition is the episode's real final frame
@@ -305,7 +324,8 @@ def test_a_run_checkpointed_mid_epoch_and_resumed_matches_the_uninterrupted_run_
     # a resume with a fresh env (the runner's resume=) resets it: the episode being collected is stored as it was
     fresh = Diamond.load(checkpoint, env=breakout_env(), device="cpu")
     assert fresh._last_obs is None and fresh._collect_hidden is None
-    pending = fresh.episode_buffer.pending_steps[0]
-    episodes = fresh.episode_buffer.num_episodes
+    pending, stored = fresh.episode_buffer.pending_steps[0], fresh.episode_buffer.open_episodes[0]
+    assert stored == fresh.episode_buffer.num_episodes - 1 and fresh.episode_buffer.lengths[stored] == pending
     fresh.learn(20, reset_num_timesteps=False)
-    assert fresh.episode_buffer.lengths[episodes] == pending
+    assert fresh.episode_buffer.lengths[stored] == pending  # finished as it was, in place of its open copy
+    assert fresh.episode_buffer.open_episodes[0] > stored  # the new episode, open from its first collection

@@ -103,12 +103,14 @@ class EpisodeBuilder:
         for key, value in step.items():
             self._steps.setdefault(key, []).append(np.asarray(value))
 
-    def build(self, final_obs: Any = None) -> Episode:
-        """Stack the collected steps into an :class:`Episode` (with ``final_obs`` when given) and start a new one."""
+    def build(self, final_obs: Any = None, keep: bool = False) -> Episode:
+        """Stack the collected steps into an :class:`Episode` (with ``final_obs`` when given) and start a new one
+        (``keep=True``: go on collecting this one, e.g. to store it as it stands)."""
         if len(self) == 0:
             raise ValueError("cannot build an episode from 0 steps")
         stacked = {key: np.stack(values) for key, values in self._steps.items()}
-        self._steps = {}
+        if not keep:
+            self._steps = {}
         core = {key: stacked.pop(key) for key in CORE_FIELDS}
         return Episode(**core, extras=stacked, final_obs=None if final_obs is None else np.asarray(final_obs))
 
@@ -121,6 +123,12 @@ class EpisodeBuffer:
 
     Steps live in contiguous arrays that grow by doubling; ``episode_starts``/``lengths`` index them. Episode ids
     are positions among the episodes currently held (0 is the oldest), as in DIAMOND's ``Dataset``.
+
+    Episodes collected step by step (:meth:`add_step`) are stored when they end; :meth:`publish_pending` also stores
+    the ones still going on as they stand (*open* episodes, sampled like any other), as the official DIAMOND and
+    IRIS collectors store incomplete episodes at the end of each collection: an open episode is replaced by its
+    longer self at the next publication or at its end, keeping its sampling counts. The replacement is the newest
+    episode then (with one env it already was; the official dataset keeps its id).
 
     :param obs_shape: shape of one observation (frames keep their layout, e.g. ``(3, 64, 64)``)
     :param obs_dtype: dtype of the observations; uint8 frames stay uint8
@@ -164,6 +172,7 @@ class EpisodeBuffer:
         self._final: list[np.ndarray | None] = []  # per live episode: its final_obs or None
         self._counts: dict[str, np.ndarray] = {}  # counter key -> times each episode was sampled (Delta-IRIS)
         self._builders: dict[int, EpisodeBuilder] = {}
+        self._open: dict[int, int] = {}  # env index -> id of its stored open episode (see publish_pending)
         self.num_evicted = 0
 
     # --- size ------------------------------------------------------------------------------------------------
@@ -237,16 +246,54 @@ class EpisodeBuffer:
         """
         builder = self._builders.setdefault(env_index, EpisodeBuilder())
         builder.add(obs, act, rew, end, trunc, extras)
-        return self.add_episode(builder.build(final_obs)) if bool(end) or bool(trunc) else None
+        return self._store(env_index, builder.build(final_obs)) if bool(end) or bool(trunc) else None
 
     def finish_episode(self, env_index: int, final_obs: Any = None) -> int | None:
-        """Store the steps recorded so far for ``env_index`` as they are (e.g. at the end of collection)."""
+        """Store the steps recorded so far for ``env_index`` as a finished episode (e.g. cut by an env reset)."""
         builder = self._builders.get(env_index)
-        return self.add_episode(builder.build(final_obs)) if builder is not None and len(builder) > 0 else None
+        return self._store(env_index, builder.build(final_obs)) if builder is not None and len(builder) > 0 else None
+
+    def publish_pending(self) -> list[int]:
+        """Store every episode still being collected as it stands (an open episode: replaced by its longer self at
+        the next call or at its end); returns their ids."""
+        for env_index, builder in sorted(self._builders.items()):
+            if len(builder) > 0:
+                self._open[env_index] = self._store(env_index, builder.build(keep=True))
+        return sorted(self._open.values())
+
+    @property
+    def open_episodes(self) -> dict[int, int]:
+        """Env index -> id of its open episode (stored by :meth:`publish_pending`, still being collected)."""
+        return dict(self._open)
+
+    def _store(self, env_index: int, episode: Episode) -> int:
+        """Add ``episode`` of ``env_index`` in place of its open episode, if any, whose sampling counts it keeps."""
+        counts = {}
+        if (old := self._open.pop(env_index, None)) is not None:
+            counts = self._remove(old)
+        new = self.add_episode(episode)
+        for key, count in counts.items():
+            self._counter(key)[new] += count
+        return new
+
+    def _remove(self, i: int) -> dict[str, int]:
+        """Delete episode ``i``, moving the later steps down over it; returns its sampling counts."""
+        start, n = int(self._starts[i]), int(self._lengths[i])
+        for arr in self._data.values():
+            arr[start : self._tail - n] = arr[start + n : self._tail]  # numpy copies overlapping ranges safely
+        self._tail -= n
+        self._starts = np.delete(self._starts, i)
+        self._starts[i:] -= n
+        self._lengths = np.delete(self._lengths, i)
+        self._final.pop(i)
+        counts = {key: int(c[i]) for key, c in self._counts.items()}
+        self._counts = {key: np.delete(c, i) for key, c in self._counts.items()}
+        self._open = {e: j - (j > i) for e, j in self._open.items()}
+        return counts
 
     @property
     def pending_steps(self) -> dict[int, int]:
-        """Steps recorded by :meth:`add_step` per env index whose episode is not stored yet."""
+        """Steps recorded by :meth:`add_step` per env index whose episode has not ended yet (published or not)."""
         return {i: len(b) for i, b in self._builders.items() if len(b) > 0}
 
     def _reserve(self, n: int) -> None:
@@ -275,6 +322,7 @@ class EpisodeBuffer:
             self._head = int(self._starts[k])
             self._starts, self._lengths, self._final = self._starts[k:], self._lengths[k:], self._final[k:]
             self._counts = {key: c[k:] for key, c in self._counts.items()}
+            self._open = {e: j - k for e, j in self._open.items() if j >= k}
             self.num_evicted += k
 
     # --- reading ---------------------------------------------------------------------------------------------

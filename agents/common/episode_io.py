@@ -10,7 +10,8 @@ sitting. Optional arrays (files written before they existed load without them):
 
 * ``final_obs [E, *obs_shape]`` and ``has_final_obs [E]``: each episode's observation after its last action;
 * ``pending.env_index [k]``, ``pending.lengths [k]`` and ``pending.<field>`` (the steps concatenated): the steps of
-  episodes still being collected by ``add_step``, so that a run resumed in the same process continues them.
+  episodes still being collected by ``add_step``, so that a run resumed in the same process continues them;
+  ``pending.open_episode [k]``: the id of each one's stored open copy (``publish_pending``), -1 where none.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def _pending_arrays(buffer: EpisodeBuffer) -> dict[str, np.ndarray]:
     if not pending:
         return {}
     out = {PENDING_PREFIX + "env_index": np.array(list(pending), np.int64),
-           PENDING_PREFIX + "lengths": np.array([len(b) for b in pending.values()], np.int64)}
+           PENDING_PREFIX + "lengths": np.array([len(b) for b in pending.values()], np.int64),
+           PENDING_PREFIX + "open_episode": np.array([buffer._open.get(i, -1) for i in pending], np.int64)}
     for key, (shape, dtype) in buffer.spec.items():
         name = key[len(EXTRA_PREFIX) :] if key.startswith(EXTRA_PREFIX) else key
         steps = [np.stack(b._steps[name]) for b in pending.values()]
@@ -78,8 +80,8 @@ def _restore_pending(buffer: EpisodeBuffer, data: Mapping[str, np.ndarray], wher
     keys = sorted(k for k in data if k.startswith(PENDING_PREFIX))
     if not keys:
         return
-    expected = sorted(PENDING_PREFIX + k for k in ("env_index", "lengths", *buffer.spec))
-    if keys != expected:
+    expected = sorted(PENDING_PREFIX + k for k in ("env_index", "lengths", "open_episode", *buffer.spec))
+    if keys not in (expected, [k for k in expected if k != PENDING_PREFIX + "open_episode"]):  # older files: none
         raise ValueError(f"{where}: pending arrays {keys}; expected exactly {expected}")
     index, lengths = data[PENDING_PREFIX + "env_index"], data[PENDING_PREFIX + "lengths"]
     n = len(lengths) if lengths.ndim == 1 else -1
@@ -88,6 +90,14 @@ def _restore_pending(buffer: EpisodeBuffer, data: Mapping[str, np.ndarray], wher
     if (lengths < 1).any() or (index < 0).any() or len(np.unique(index)) != n:
         raise ValueError(f"{where}: pending env indices {index.tolist()} must be distinct and >= 0, lengths "
                          f"{lengths.tolist()} >= 1")
+    opened = data.get(PENDING_PREFIX + "open_episode", np.full(n, -1, np.int64))
+    check_array(where, "pending.open_episode", opened, (n,), np.dtype(np.int64))
+    stored = opened[opened >= 0]
+    if (opened < -1).any() or (stored >= buffer.num_episodes).any() or len(np.unique(stored)) != len(stored) or any(
+            buffer._lengths[j] > length for j, length in zip(opened.tolist(), lengths.tolist(), strict=True) if j >= 0):
+        raise ValueError(f"{where}: pending open_episode {opened.tolist()} must name distinct held episodes (of "
+                         f"{buffer.num_episodes}) no longer than their pending steps {lengths.tolist()}, or be -1")
+    buffer._open = {e: j for e, j in zip(index.tolist(), opened.tolist(), strict=True) if j >= 0}
     total = int(lengths.sum())
     steps = {}
     for key, (shape, dtype) in buffer.spec.items():

@@ -195,7 +195,10 @@ class EpochLoop:
 
     def collect(self, n_steps: int, random: bool = False) -> None:
         """``n_steps`` env steps (``ceil(n / n_envs)`` VecEnv steps) into the episode buffer, each episode with its
-        final observation (SB3's ``terminal_observation``); random actions, or the policy with ``epsilon``."""
+        final observation (SB3's ``terminal_observation``); random actions, or the policy with ``epsilon``. The
+        episodes still going on at the end are stored as they stand (open episodes, extended by the next
+        collection), as the official collectors of DIAMOND and IRIS store incomplete episodes: long episodes
+        (Boxing's 1,780 steps) are trained on from their first collection."""
         env, n = self.env, self.env.num_envs  # type: ignore[union-attr]
         for _ in range(-(-n_steps // n)):
             obs = self._last_obs
@@ -221,3 +224,4 @@ class EpochLoop:
             self._update_info_buffer(infos, dones)
             self._last_obs, self._last_episode_starts = new_obs, dones
             self._step_reports.append((dones, infos))
+        self.episode_buffer.publish_pending()

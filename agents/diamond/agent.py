@@ -61,11 +61,21 @@ from world_models.imagination import WorldModelEnv
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
 
 
+def per_component(name: str, value: Any, kind: type) -> list[Any]:
+    """``value`` for every component: one value for all three, or a list of one per component."""
+    values = list(value) if isinstance(value, list | tuple) else [value] * len(COMPONENTS)
+    if len(values) != len(COMPONENTS):
+        raise ValueError(f"{name}={list(value)} needs one value for all components or one per component: "
+                         f"{', '.join(COMPONENTS)}")
+    return [kind(v) for v in values]
+
+
 class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     """DIAMOND: an EDM diffusion world model and an actor-critic trained in its imagination.
 
     :param size: networks, ``paper`` or ``tiny``
-    :param learning_rate: of the three optimizers (1e-4)
+    :param learning_rate: of the three optimizers (1e-4), or one per component ``[denoiser, rew_end_model,
+        actor_critic]``
     :param optimizer: ``adamw`` (the paper's) | ``adam`` | ``ademamix`` (:mod:`agents.common.optim`), one per component
     :param optimizer_kwargs: its other arguments but ``weight_decay`` (``betas``, ``eps`` (default 1e-8), AdEMAMix's
         ``alpha`` and ``T_alpha_beta3``)
@@ -80,7 +90,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     :param threshold_rew: the initial collection goes on (``collect_steps`` at a time) until this many collected
         steps carry a minority reward sign (10, ``first_epoch.threshold_rew``)
     :param collect_steps: env steps per epoch (100)
-    :param train_steps: updates of each component per epoch (400)
+    :param train_steps: updates of each component per epoch (400), or one per component
     :param first_epoch_train_steps: updates per component in the first epoch (``[10000, 10000, 5000]``)
     :param num_final_epochs: epochs of training without collection after the budget (50; all three models train)
     :param imagination_batch_size: parallel imagined rollouts (32)
@@ -106,7 +116,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         policy: str | type[DiamondPolicy],
         env: VecEnv | None,
         size: str = "paper",
-        learning_rate: float = 1e-4,
+        learning_rate: float | list[float] | tuple[float, ...] = 1e-4,
         optimizer: str = "adamw",
         optimizer_kwargs: dict[str, Any] | None = None,
         weight_decay: list[float] | tuple[float, ...] = (1e-2, 1e-2, 0.0),
@@ -118,7 +128,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         initial_collect_max_steps: int | None = 10000,
         threshold_rew: int = 10,
         collect_steps: int = 100,
-        train_steps: int = 400,
+        train_steps: int | list[int] | tuple[int, ...] = 400,
         first_epoch_train_steps: list[int] | tuple[int, ...] = (10000, 10000, 5000),
         num_final_epochs: int = 50,
         imagination_batch_size: int = 32,
@@ -145,6 +155,10 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
             raise ValueError(f"weight_decay={list(weight_decay)}, grad_clip={list(grad_clip)} and "
                              f"first_epoch_train_steps={list(first_epoch_train_steps)} need one value per component: "
                              f"{', '.join(COMPONENTS)}")
+        learning_rates = per_component("learning_rate", learning_rate, float)
+        train_steps_each = per_component("train_steps", train_steps, int)
+        if min(learning_rates) <= 0 or min(train_steps_each) < 0:
+            raise ValueError(f"learning_rate={learning_rate} must be > 0 and train_steps={train_steps} >= 0")
         if int(initial_collect_steps) < 1 or int(collect_steps) < 1:
             raise ValueError(f"initial_collect_steps={initial_collect_steps} and collect_steps={collect_steps} "
                              "must be >= 1")
@@ -157,7 +171,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         self.hyperparams = encode_hyperparams({k: v for k, v in args.items() if k not in RUNTIME_ARGS})
         self.zoo_config = None
         BaseAlgorithm.__init__(  # not ZooAlgorithm.__init__: the hyperparameters are this constructor's, set above
-            self, policy, env, learning_rate, policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
+            self, policy, env, learning_rates[2], policy_kwargs=policy_kwargs, tensorboard_log=tensorboard_log,
             verbose=verbose, device=device, support_multi_env=True, seed=seed,
             supported_action_spaces=(spaces.Discrete,),
         )
@@ -169,7 +183,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         self.initial_collect_steps, self.collect_steps = int(initial_collect_steps), int(collect_steps)
         self.initial_collect_max_steps = None if initial_collect_max_steps is None else int(initial_collect_max_steps)
         self.threshold_rew, self.num_final_epochs = int(threshold_rew), int(num_final_epochs)
-        self.train_steps, self.first_epoch_train_steps = int(train_steps), [int(s) for s in first_epoch_train_steps]
+        self.learning_rates = dict(zip(COMPONENTS, learning_rates, strict=True))  # SB3's learning_rate: the policy's
+        self.train_steps, self.first_epoch_train_steps = train_steps_each, [int(s) for s in first_epoch_train_steps]
         self.imagination_batch_size, self.horizon = int(imagination_batch_size), int(horizon)
         self.gamma, self.lam = float(gamma), float(lam)
         self.weight_value_loss, self.weight_entropy_loss = float(weight_value_loss), float(weight_entropy_loss)
@@ -188,7 +203,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         options = {"eps": 1e-8, **self.optimizer_kwargs}  # official AdamW eps (torch's default too)
         for name, wd in zip(COMPONENTS, self.weight_decay, strict=True):
             params = getattr(self.policy, name).parameters()
-            opt = optimizer_class(self.optimizer_name)(params, lr=self.learning_rate, weight_decay=wd, **options)
+            opt = optimizer_class(self.optimizer_name)(params, lr=self.learning_rates[name], weight_decay=wd,
+                                                       **options)
             setattr(self, f"optimizer_{name}", opt)
             self.optimizers[name] = opt
         self.updates = dict.fromkeys(COMPONENTS, 0)
@@ -210,7 +226,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         """One optimizer step of ``name`` with linear warm-up; returns the gradient norm before clipping."""
         opt, self.updates[name] = self.optimizers[name], self.updates[name] + 1
         for group in opt.param_groups:
-            group["lr"] = self.learning_rate * min(1.0, self.updates[name] / max(1, self.warmup_steps))
+            group["lr"] = self.learning_rates[name] * min(1.0, self.updates[name] / max(1, self.warmup_steps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(getattr(self.policy, name).parameters(), clip)

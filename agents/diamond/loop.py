@@ -29,7 +29,7 @@ class DiamondLoop(EpochLoop):
         self.collect(self.collect_steps)
 
     def _train_epoch(self) -> dict[str, float]:
-        return self.train(tuple(self.first_epoch_train_steps) if self.epoch == 0 else (self.train_steps,) * 3)
+        return self.train(tuple(self.first_epoch_train_steps if self.epoch == 0 else self.train_steps))
 
     def _on_collect_step(self, frames: np.ndarray, act: np.ndarray, rew: np.ndarray, dones: np.ndarray) -> None:
         for r in rew:

@@ -29,6 +29,7 @@ SAC = ["agent=sac", "env=pendulum"]
 DT = ["agent=dt", "env=hopper"]
 ACT = ["agent=act", "env=needle"]
 DI = ["agent=delta_iris", "env=crafter"]
+DIAMOND = ["agent=diamond", "env=breakout"]
 PPO_ZOO = "model=zoo:ppo-cartpole"
 
 # (category, runner, argv, the start of the message after "error: " or a part of it after "...")
@@ -107,6 +108,11 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("range", "train", [*DQN, "learning_rate=nan"], "agent.learning_rate=nan must be a finite number"),
     ("range", "train", [*DQN, "learning_rate=inf"], "agent.learning_rate=inf must be a finite number"),
     ("range", "train", [*DQN, "gamma=1.5"], "agent.gamma=1.5 must be in (0, 1]"),
+    ("range", "train", [*DIAMOND, "learning_rate=[1e-3,-1e-4,1e-4]"],
+     "agent.learning_rate=[0.001, -0.0001, 0.0001] must be > 0"),
+    ("range", "train", [*DIAMOND, "train_steps=[28,8,-6]"], "agent.train_steps=[28, 8, -6] must be >= 0"),
+    ("type", "train", [*DIAMOND, "learning_rate=1e-3"],
+     "agent.learning_rate=0.001 has the wrong type: expected ListConfig like the default [0.0001, 0.0001, 0.0001]"),
     ("range", "train", [*DQN, "train_freq=0"], "agent.train_freq=0 must be > 0"),
     ("range", "train", [*DQN, "train_freq=-4"], "agent.train_freq=-4 must be > 0"),
     ("range", "train", [*DQN, "target_update_interval=0"], "agent.target_update_interval=0 must be > 0"),
@@ -136,7 +142,7 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("range", "demos", ["env=needle", "image_size=4096"], "image_size=4096 must be <= 1024"),
     ("range", "demos", ["env=needle", "kinematic_error=-0.01"], "kinematic_error=-0.01 must be in [0, 0.05]"),
     ("range", "demos", ["env=needle", "seed=-3"], "seed=-3 must be >= 0"),
-    ("range", "train", [*DI, "agent.batch_size=[0,2,2]"], "batch_size=[0, 2, 2] must be >= 1 and sequence_length"),
+    ("range", "train", [*DI, "agent.batch_size=[0,2,2]"], "agent.batch_size=[0, 2, 2] must be > 0"),
     ("range", "train", [*DI, "agent.sequence_length=[1,21]"],
      "batch_size=[32, 32, 86] must be >= 1 and sequence_length=[1, 21] >= 2"),
     ("range", "train", [*DI, "agent.num_steps=0"], "num_steps_first_epoch=100000 and num_steps=0 must be >= 1"),
