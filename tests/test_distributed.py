@@ -511,7 +511,7 @@ def test_one_process_with_distributed_true_trains_a_world_model_agent_exactly_as
 WM_RUNS = {  # two epochs or fewer of a few updates, episodes of 40 (Breakout) or 30 (Crafter) steps
     "diamond": ["agent=diamond", "env=breakout", "env.max_episode_frames=160", "agent.initial_collect_steps=50",
                 "agent.initial_collect_max_steps=75", "agent.threshold_rew=1", "agent.collect_steps=25",
-                "agent.first_epoch_train_steps=[1,1,1]", "agent.train_steps=1"],
+                "agent.first_epoch_train_steps=[1,1,1]", "agent.train_steps=[1,1,1]"],
     "delta_iris": ["agent=delta_iris", "env=crafter", "env.kwargs.length=30", "agent.num_steps_first_epoch=60",
                    "agent.num_steps=20", "agent.steps_first_epoch=[1,1,1]"],
 }

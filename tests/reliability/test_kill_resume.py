@@ -88,9 +88,14 @@ def final_state(run_dir: Path) -> dict:
 
 
 def held_steps(episode_buffer: Path) -> int:
-    """Env steps in an episode buffer file: its episodes' and those of the episodes still being collected."""
+    """Env steps in an episode buffer file: its episodes' and those of the episodes still being collected (whose
+    stored open copies, ``pending.open_episode``, are not counted twice)."""
     with np.load(episode_buffer) as f:
-        return int(f["lengths"].sum()) + (int(f["pending.lengths"].sum()) if "pending.lengths" in f.files else 0)
+        lengths = f["lengths"]
+        if "pending.lengths" not in f.files:
+            return int(lengths.sum())
+        opened = f["pending.open_episode"]
+        return int(lengths.sum()) + int(f["pending.lengths"].sum()) - int(lengths[opened[opened >= 0]].sum())
 
 
 @pytest.mark.parametrize("agent", LONG_AGENTS)
