@@ -139,7 +139,7 @@ def _validate(cfg: DictConfig) -> None:
         if name == "train_freq" and isinstance(value, ListConfig) and value:
             value = value[0]  # [4, step]
         # a list of numbers (one per component: diamond's learning_rate, weight_decay) obeys the rule of its key
-        items = list(value) if isinstance(value, ListConfig) and name != "train_freq" else [value]
+        items = list(value) if isinstance(value, ListConfig) else [value]
         shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
         for item in items:
             if isinstance(item, float) and not math.isfinite(item):
