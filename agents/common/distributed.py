@@ -158,6 +158,11 @@ def distributed_session(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT
     ctx = init_distributed(device, timeout_s)
     try:
         yield ctx
+        if ctx.world_size > 1:
+            # Every rank reaches the end before any destroys the group: a rank that tears down its gloo pairs while
+            # rank 0 still writes the final model dies at exit ("terminate called without an active exception",
+            # SIGABRT) and torchrun then fails the whole run. Not on an error, where the peers may never arrive.
+            ctx.barrier()
     finally:
         shutdown()
 
