@@ -197,6 +197,40 @@ def test_best_model_is_replaced_only_by_a_better_evaluation_and_a_resumed_run_ke
     assert json.loads(record.read_text())["step"] == 70 and load_agent(best).num_timesteps == 70
 
 
+def test_a_kill_between_saving_the_best_model_and_its_record_leaves_them_matching(tmp_path: Path) -> None:
+    """save_best writes best.pending.json, then best/, then renames the record: a resumed run promotes a pending
+    record whose model is in place, and drops one whose model never arrived (the old pair stays)."""
+    from agents.baselines import DQN
+    from agents.common.callbacks import BEST_PENDING, EvalCallback
+
+    cfg = {"name": "cartpole", "family": "gym", "id": "CartPole-v1", "kwargs": {}, "max_episode_steps": 20}
+    eval_env = make_vec_env(cfg, n_envs=1, seed=0, training=False)
+    model = DQN("MlpPolicy", make_vec_env(cfg, n_envs=1, seed=0), learning_starts=10, seed=0)
+    model.learn(40)
+    best, record, pending = tmp_path / "best", tmp_path / "best.json", tmp_path / BEST_PENDING
+
+    def resume() -> EvalCallback:
+        evaluation = EvalCallback(eval_env, cfg, eval_freq=10, n_episodes=2, best_dir=best)
+        evaluation.init_callback(model)
+        return evaluation
+
+    evaluation = resume()
+    model.num_timesteps = 50
+    evaluation.on_step()  # the first evaluation: best/ at step 50 and its record
+    assert json.loads(record.read_text())["step"] == 50 and not pending.exists()
+    # killed after best/ was replaced (step 60) but before the record was renamed
+    model.num_timesteps = 60
+    model.save(best, replay_buffer=False)
+    pending.write_text(json.dumps({"step": 60, "key": [7.0, 7.0], "eval": {}}))
+    assert resume().best_key == (7.0, 7.0)
+    assert json.loads(record.read_text())["step"] == 60 and not pending.exists()
+    # killed before best/ was replaced: the pending record of step 80 describes no saved model
+    pending.write_text(json.dumps({"step": 80, "key": [9.0, 9.0], "eval": {}}))
+    assert resume().best_key == (7.0, 7.0)
+    assert json.loads(record.read_text())["step"] == 60 and not pending.exists()
+    assert load_agent(best).num_timesteps == 60
+
+
 def test_final_evaluation_is_reused_only_when_the_model_did_not_change_since() -> None:
     """DIAMOND's final epochs and SB3's off-policy updates come after the last step's callbacks: the final
     evaluation must then see the trained model, not reuse the periodic one taken before those updates."""

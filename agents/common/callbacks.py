@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -15,7 +17,13 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.common.checkpoint import atomic_write_text, remove_unfinished_saves, verify_checkpoint
+from agents.common.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    read_meta,
+    remove_unfinished_saves,
+    verify_checkpoint,
+)
 from agents.common.evaluation import EvalResult, evaluate, primary_score
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -123,6 +131,7 @@ class CheckpointCallback(BaseCallback):
 
 
 BEST_FILE = "best.json"  # beside run_dir/best: the step and evaluation of the model saved there
+BEST_PENDING = "best.pending.json"  # the record of a best model being saved; promoted to BEST_FILE once it is there
 
 
 def rank_key(result: EvalResult) -> tuple[float, float]:
@@ -139,7 +148,9 @@ class EvalCallback(BaseCallback):
     With ``best_dir`` (SB3's ``best_model_save_path``, rl-zoo3's ``best_model``) a periodic evaluation that beats
     every earlier one of the run (:func:`rank_key`) saves the model there, without its replay buffer, and then
     records its step and evaluation in ``best.json`` beside it; a resumed run reads that record and keeps the bar.
-    A save that fails is reported and training goes on: the earlier best model stays as it was.
+    A save that fails is reported and training goes on: the earlier best model stays as it was. The record is
+    written first as ``best.pending.json`` and renamed once the model is in place, so that a run killed between the
+    two still finds the record of the model it holds (:meth:`_settle_record`).
     """
 
     def __init__(self, eval_env: VecEnv, env_cfg: dict[str, Any], eval_freq: int, n_episodes: int,
@@ -161,9 +172,27 @@ class EvalCallback(BaseCallback):
         if self.best_dir is None:
             return
         remove_unfinished_saves(self.best_dir.parent, self.best_dir.name)
+        self._settle_record()
         record = self.best_dir.parent / BEST_FILE
         if record.is_file() and self.best_dir.is_dir():  # a resumed run: keep its bar
             self.best_key = tuple(json.loads(record.read_text())["key"])  # type: ignore[assignment]
+
+    def _settle_record(self) -> None:
+        """After a kill during :meth:`save_best`: the pending record becomes the record if the best model saved is
+        the one it describes (same step); otherwise the save never completed and the pending record is dropped."""
+        assert self.best_dir is not None
+        pending = self.best_dir.parent / BEST_PENDING
+        if not pending.is_file():
+            return
+        try:
+            step = json.loads(pending.read_text())["step"]
+            saved = read_meta(self.best_dir)["num_timesteps"] if self.best_dir.is_dir() else None
+        except (OSError, ValueError, KeyError, TypeError, CheckpointError):
+            saved, step = None, -1
+        if saved == step:
+            os.replace(pending, self.best_dir.parent / BEST_FILE)
+        else:
+            pending.unlink()
 
     def is_current(self) -> bool:
         """Whether the last evaluation saw the model as it is now: same env step and no update since (SB3's
@@ -185,12 +214,16 @@ class EvalCallback(BaseCallback):
         """Save the model as the run's best (atomically, see :func:`save_checkpoint`), then its record."""
         assert self.best_dir is not None
         step = self.model.num_timesteps
+        record = {"step": step, "key": list(key), "wall_time_s": round(self.model.wall_time_s, 1),
+                  "eval": result.as_dict()}
+        pending = self.best_dir.parent / BEST_PENDING
         try:
+            atomic_write_text(pending, json.dumps(record, indent=1))
             self.model.save(self.best_dir, replay_buffer=False)
-            record = {"step": step, "key": list(key), "wall_time_s": round(self.model.wall_time_s, 1),
-                      "eval": result.as_dict()}
-            atomic_write_text(self.best_dir.parent / BEST_FILE, json.dumps(record, indent=1))
+            os.replace(pending, self.best_dir.parent / BEST_FILE)
         except OSError as e:
+            with contextlib.suppress(OSError):  # on a read-only or full disk this may fail too; harmless then
+                pending.unlink(missing_ok=True)
             print(f"warning: saving the best model at step {step} failed ({e}); the earlier one is kept",
                   file=sys.stderr)
             return
