@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,19 @@ class Plan:
     """The budget of the training runs (command-line options of the benchmark)."""
 
     def __init__(self, seeds: int, steps: int, embed: int, episodes: int, datasets: list[tuple[str, str]],
-                 workers: int, train: bool = True) -> None:
+                 workers: int, train: bool = True, first_seed: int = 0) -> None:
         self.seeds, self.steps, self.embed, self.episodes = seeds, steps, embed, episodes
-        self.datasets, self.workers, self.train = datasets, workers, train
+        self.datasets, self.workers, self.train, self.first_seed = datasets, workers, train, first_seed
+
+    @property
+    def seed_range(self) -> range:
+        """The seeds trained now: ``first_seed`` .. ``first_seed + seeds - 1`` (a later invocation adds seeds)."""
+        return range(self.first_seed, self.first_seed + self.seeds)
+
+    def same_budget(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a recorded measurement ran at this plan's budget, so that its seeds and these are pooled."""
+        budget = (entry.get("steps"), entry.get("embed"), entry.get("episodes"))
+        return budget == (self.steps, self.embed, self.episodes)
 
     def args(self, model: str, env: str, quality: str, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
         agent, overrides = MODELS[model]
@@ -153,8 +164,8 @@ class Plan:
         return (
             f"Budget per run: {self.steps:,} gradient steps (batch 64, K = 20, embed {self.embed}, 3 layers, 1 head, "
             f"dropout 0.1, AdamW 1e-4 with {max(self.steps // 10, 1):,} warm-up steps, clip 0.25, bf16 autocast), "
-            f"{self.seeds} seed(s); evaluation: 7 targets x {self.episodes} episodes. Datasets: 1M transitions "
-            "generated here (`make datasets`)."
+            f"seeds {self.seed_range[0]}..{self.seed_range[-1]}; evaluation: 7 targets x {self.episodes} episodes. "
+            "Datasets: 1M transitions generated here (`make datasets`)."
         )
 
 
@@ -185,11 +196,13 @@ def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple,
 
 def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[str, str]],
                      results: dict[tuple, dict[str, Any]], date: str) -> dict[str, Any]:
-    """``record`` (dataset -> its latest measurement) with the datasets measured now replacing their entries.
+    """``record`` (dataset -> its latest measurement) with the datasets measured now entered.
 
     An entry keeps, per model, each seed's error, best return and normalized achieved-vs-target curve, with the
     budget and date it was measured at, so that the table and the plots of datasets measured by earlier
-    invocations (whose runs may be gone) stay in the report."""
+    invocations (whose runs may be gone) stay in the report. A dataset measured again at the same budget keeps the
+    seeds measured before and not now (``first_seed=1 seeds=2`` adds seeds 1 and 2 to an entry of seed 0), and
+    its date lists both; at another budget the new measurement replaces the entry."""
     record = dict(record)
     for env, q in datasets:
         models = {
@@ -197,14 +210,24 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
                 {"seed": seed, "mean_absolute_error": r["mean_absolute_error"],
                  "best_normalized_return": r["best_normalized_return"],
                  "normalized_targets": r["normalized_targets"], "normalized_achieved": r["normalized_achieved"]}
-                for seed in range(plan.seeds)
+                for seed in plan.seed_range
                 if (r := results.get((model, env, q, seed))) is not None
             ]
             for model in MODELS
         }
-        if any(models.values()):
-            record[f"{env}-{q}"] = {"date": date, "steps": plan.steps, "embed": plan.embed,
-                                    "episodes": plan.episodes, "models": models}
+        if not any(models.values()):
+            continue
+        entry = {"date": date, "steps": plan.steps, "embed": plan.embed, "episodes": plan.episodes, "models": models}
+        old = record.get(f"{env}-{q}")
+        if old is not None and plan.same_budget(old):
+            kept = {m: [r for r in old["models"].get(m, []) if r["seed"] not in plan.seed_range] for m in MODELS}
+            if any(kept.values()):
+                entry["models"] = {m: sorted(kept[m] + models[m], key=lambda r: r["seed"]) for m in MODELS}
+                earlier = [d for d in str(old["date"]).split(", ") if d != date]
+                entry["date"] = ", ".join([*earlier, date])
+                if "note" in old:
+                    entry["note"] = old["note"]
+        record[f"{env}-{q}"] = entry
     return record
 
 
@@ -244,7 +267,7 @@ def part_alignment(plan: Plan) -> str:
         )
         for env, q in datasets
         for model in MODELS
-        for seed in range(plan.seeds)
+        for seed in plan.seed_range
     }
     results = _train_and_evaluate(plan, runs)
     previous = json.loads(ALIGNMENT_RECORD.read_text()) if ALIGNMENT_RECORD.is_file() else {}
@@ -294,7 +317,7 @@ def part_cla(plan: Plan) -> str:
                                          [f"agent.cla_factor={factor}", "agent.n_layer=4"])
         for model in ("dt", "radt")
         for factor in (1, 2)
-        for seed in range(plan.seeds)
+        for seed in plan.seed_range
     }
     results = _train_and_evaluate(plan, runs)
     rows = [
@@ -308,7 +331,7 @@ def part_cla(plan: Plan) -> str:
         cls = DecisionTransformer if model == "dt" else ReturnAlignedDT
         for factor in (1, 2):
             tensors, nbytes = _cache_bytes(cls(11, 3, embed_dim=plan.embed, n_layer=4, n_head=1, cla_factor=factor))
-            found = [results[(model, factor, s)] for s in range(plan.seeds) if (model, factor, s) in results]
+            found = [results[(model, factor, s)] for s in plan.seed_range if (model, factor, s) in results]
             rows.append(
                 f"| {model} | {factor} | {tensors} | {nbytes:,} | "
                 f"{mean_std([r['mean_absolute_error'] for r in found])} | "
@@ -344,7 +367,7 @@ def part_norm(plan: Plan) -> str:
                                        [f"agent.norm={norm}", f"agent.log_interval={NORM_LOG_INTERVAL}"])
         for model in ("dt", "radt")
         for norm in norms
-        for seed in range(plan.seeds)
+        for seed in plan.seed_range
     }
     results = _train_and_evaluate(plan, runs)
     warmup = max(plan.steps // 10, 1)
@@ -361,7 +384,7 @@ def part_norm(plan: Plan) -> str:
     ]
     for model in ("dt", "radt"):
         for norm in norms:
-            keys = [(model, norm, s) for s in range(plan.seeds) if (model, norm, s) in results]
+            keys = [(model, norm, s) for s in plan.seed_range if (model, norm, s) in results]
             found = [results[key] for key in keys]
             stats = [_loss_stats(Path(results[key]["run_dir"]), warmup) for key in keys]
             rows.append(
@@ -373,15 +396,17 @@ def part_norm(plan: Plan) -> str:
 
 
 def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: str = "3000", embed: str = "64",
-        episodes: str = "5", datasets: str = "all", workers: str = "2", train: str = "true") -> str:
-    """``datasets``: ``all`` or comma-separated ``<env>-<quality>`` names, e.g. ``hopper-medium,halfcheetah-medium``."""
+        episodes: str = "5", datasets: str = "all", workers: str = "2", train: str = "true",
+        first_seed: str = "0") -> str:
+    """``datasets``: ``all`` or comma-separated ``<env>-<quality>`` names, e.g. ``hopper-medium,halfcheetah-medium``;
+    ``seeds``: how many, from ``first_seed`` on (a later invocation with ``first_seed=`` adds seeds to the record)."""
     names = {f"{env}-{q}": (env, q) for env, q in DATASETS}
     chosen = list(names) if datasets == "all" else [d for d in datasets.split(",") if d]
     if unknown := [d for d in chosen if d not in names]:
         raise ValueError(f"unknown dataset '{unknown[0]}'; choose from: {', '.join(names)}, all")
     plan = Plan(parse_int("seeds", seeds, 1), parse_int("steps", steps, 1), parse_int("embed", embed, 1),
                 parse_int("episodes", episodes, 1), [names[d] for d in chosen], parse_int("workers", workers, 1),
-                parse_bool("train", train))
+                parse_bool("train", train), parse_int("first_seed", first_seed, 0))
     header = [
         "# Decision Transformer and RADT benchmark",
         "",
@@ -405,5 +430,6 @@ def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: st
     }
     # the budget options, written into each section's command line so that it reruns as measured
     options = {"seeds": seeds, "steps": steps, "embed": embed, "episodes": episodes, "datasets": datasets,
-               "workers": workers, **({"train": train} if train != "true" else {})}
+               "workers": workers, **({"train": train} if train != "true" else {}),
+               **({"first_seed": first_seed} if first_seed != "0" else {})}
     return run_parts("radt", out_path, parts, header, titles, functions, options)

@@ -417,3 +417,32 @@ def test_alignment_record_replaces_the_measured_datasets_and_keeps_the_others() 
     assert rows[3].startswith("| walker2d-medium | 4.0 +- 1.0 [11.0 +- 1.0] (2 seeds) | 1.0 +- 0.0 [14.0 +- 0.0]")
     assert "| - [-] (0 seeds) |" in rows[3] and rows[3].endswith("| yes | 3,000 steps, embed 64, 7 x 3 episodes "
                                                                   "(2026-12-02) |")
+
+
+def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budget() -> None:
+    from runners.bench_radt import Plan, alignment_table, record_alignment
+
+    def result(seed: int, error: float) -> dict:
+        return {"seed": seed, "mean_absolute_error": error, "best_normalized_return": 10.0 * error,
+                "normalized_targets": [1.0], "normalized_achieved": [1.0 + error]}
+
+    old = {"date": "2026-11-24", "steps": 3000, "embed": 64, "episodes": 3, "note": "seed 0 rounded",
+           "models": {"dt": [result(0, 2.0), result(1, 9.0)], "radt": [result(0, 1.0)]}}
+    plan = Plan(seeds=2, steps=3000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1)
+    assert list(plan.seed_range) == [1, 2]
+    new = {(m, "hopper", "medium", s): result(s, e) for (m, s, e) in
+           [("dt", 1, 4.0), ("dt", 2, 6.0), ("radt", 2, 3.0), ("radt_no_seqra", 1, 5.0)]}
+    entry = record_alignment({"hopper-medium": old}, plan, [("hopper", "medium")], new, "2026-12-03")["hopper-medium"]
+    # seed 1 of dt is measured again and replaces the old one; seed 0 of each model is kept beside the new seeds
+    assert [(r["seed"], r["mean_absolute_error"]) for r in entry["models"]["dt"]] == [(0, 2.0), (1, 4.0), (2, 6.0)]
+    assert [r["seed"] for r in entry["models"]["radt"]] == [0, 2] and entry["models"]["radt_no_stepra"] == []
+    assert entry["date"] == "2026-11-24, 2026-12-03" and entry["note"] == "seed 0 rounded"
+    rows, wins, compared = alignment_table({"hopper-medium": entry})
+    assert (wins, compared) == (1, 1)  # radt mean(1, 3) = 2.0 < dt mean(2, 4, 6) = 4.0
+    assert rows[2].startswith("| hopper-medium | 4.0 +- 1.6 [40.0 +- 16.3] (3 seeds) | 2.0 +- 1.0 [20.0 +- 10.0] "
+                              "(2 seeds) | 5.0 +- 0.0 [50.0 +- 0.0] (1 seeds) | - [-] (0 seeds) |")
+    # at another budget the new measurement replaces the old entry instead of pooling with it
+    other = Plan(seeds=1, steps=1000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1)
+    replaced = record_alignment({"hopper-medium": old}, other, [("hopper", "medium")], new, "2026-12-03")
+    assert [r["seed"] for r in replaced["hopper-medium"]["models"]["dt"]] == [1]
+    assert replaced["hopper-medium"]["date"] == "2026-12-03" and "note" not in replaced["hopper-medium"]
