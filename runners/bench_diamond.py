@@ -96,12 +96,12 @@ def _load_note(start: float) -> str:
             f"benchmark's own threads and any training sharing the machine included.")
 
 
-def _models(plan: Plan) -> dict[str, str]:
-    """The DIAMOND models of ``model=`` by the game they were trained on."""
-    out = {}
+def _models(plan: Plan) -> dict[str, list[str]]:
+    """The DIAMOND models of ``model=`` by the game they were trained on (several of one game: e.g. its seeds)."""
+    out: dict[str, list[str]] = {}
     for ref in plan.model:
         env = read_meta(resolve_model(ref))["config"]["env"]["name"]
-        out[env] = ref
+        out.setdefault(env, []).append(ref)
     return out
 
 
@@ -138,7 +138,7 @@ def part_fidelity(plan: Plan) -> str:
     if not models:
         return "Not measured: no DIAMOND model given (`model=<checkpoint dir or zoo:name>`)."
     sections = []
-    for game, ref in models.items():
+    for game, ref in ((game, ref) for game, refs in models.items() for ref in refs):
         model = load_agent(resolve_model(ref), device="cpu")
         meta = read_meta(resolve_model(ref))
         env_cfg = meta["config"]["env"]
@@ -157,6 +157,11 @@ def part_fidelity(plan: Plan) -> str:
             f"| {ref} | {acc.transitions} | {acc.reward_accuracy:.3f} | {acc.nonzero_rewards} | "
             f"{acc.nonzero_reward_recall:.3f} | {acc.terminations} | {acc.end_accuracy:.3f} | {acc.end_recall:.3f} |",
             "",
+            "| sampled, as imagination draws them | P(true sign) at the non-zero rewards | P(non-zero) at the others "
+            "| P(end) at the terminations | P(end) at the others |", "|-|-|-|-|-|",
+            f"| {ref} | {acc.nonzero_reward_prob:.3f} | {acc.false_reward_prob:.4f} | {acc.end_prob:.3f} | "
+            f"{acc.false_end_prob:.4f} |",
+            "",
             f"Held-out data: {plan.heldout_steps:,} steps of {buffer.num_episodes} episodes played by the model's "
             f"own policy (actions sampled, as the official collector) in a training env (a lost life ends the "
             f"episode, as in the world model's data), env seed {seed}; {n} windows of {N_COND} real frames + "
@@ -169,7 +174,11 @@ def part_fidelity(plan: Plan) -> str:
         f"predicts every step with the last real context frame. Reward/end: the argmax of the model's logits on "
         f"every real transition, in segments of the length it trains on from a fresh LSTM state (steps whose next "
         f"frame is missing, at the end of the unfinished last episode, are left out); recall = accuracy among the "
-        f"transitions with a non-zero reward, resp. a termination. One seed. Torch threads: {plan.threads}. "
+        f"transitions with a non-zero reward, resp. a termination. Sampled: imagination draws the sign and the "
+        f"end from the softmax of the logits (as the official WorldModelEnv), so the mean probability of the true "
+        f"sign at the real rewards is the fraction of them an imagined rollout catches on average, and the mean "
+        f"probability of a reward (an end) at the other transitions the rate of false ones. One seed. "
+        f"Torch threads: {plan.threads}. "
         f"{_load_note(load_start)}\n"
     )
 
@@ -298,8 +307,13 @@ def part_score(plan: Plan) -> str:
     ahead = 0
     for game in plan.games:
         env_cfg = yaml.safe_load((ENV_DIR / f"{game}.yaml").read_text())
-        ref = models.get(game)
-        steps = plan.dqn_steps or (int(read_meta(resolve_model(ref))["num_timesteps"]) if ref else None)
+        refs = models.get(game, [])
+        budgets = {int(read_meta(resolve_model(ref))["num_timesteps"]) for ref in refs}
+        if len(budgets) > 1 and not plan.dqn_steps:
+            raise ValueError(f"the {game} models {', '.join(refs)} were trained on different env steps "
+                             f"({', '.join(map(str, sorted(budgets)))}); give one game's models of one budget, or "
+                             "set dqn_steps=")
+        steps = plan.dqn_steps or (budgets.pop() if budgets else None)
         random = _eval(None, env_cfg, plan, True)
         dqn_cell, dqn_mean = "not run (no DIAMOND model gives the budget; set dqn_steps=)", None
         if steps:
@@ -311,10 +325,16 @@ def part_score(plan: Plan) -> str:
             dqn_mean = float(np.mean(means))
             runs = ", ".join(f"{m:.1f}" for m in means)
             dqn_cell = f"{mean_std(means)} ({len(means)} seed{'s' * (len(means) > 1)}: {runs})"
-        if ref:
-            result = _eval(ref, env_cfg, plan, deterministic=False)
-            diamond_cell = f"{result.mean:.1f} +- {result.std:.1f} (1 seed)"
-            better = dqn_mean is not None and result.mean > dqn_mean
+        if refs:
+            results = [_eval(ref, env_cfg, plan, deterministic=False) for ref in refs]
+            if len(results) == 1:
+                diamond_cell, diamond_mean = f"{results[0].mean:.1f} +- {results[0].std:.1f} (1 seed)", results[0].mean
+            else:
+                means = [r.mean for r in results]
+                diamond_mean = float(np.mean(means))
+                diamond_cell = (f"{mean_std(means)} ({len(means)} models: "
+                                f"{', '.join(f'{m:.1f}' for m in means)})")
+            better = dqn_mean is not None and diamond_mean > dqn_mean
             ahead += better
             verdict = "yes" if better else ("no" if dqn_mean is not None else "-")
         else:
@@ -325,7 +345,9 @@ def part_score(plan: Plan) -> str:
     return "\n".join(rows) + (
         f"\n\nDIAMOND ahead of DQN on {ahead} of the {compared} games it was trained on here (target: at least 2 of "
         f"Breakout, Pong and Boxing at equal env steps; a game without a DIAMOND model counts as not measured). "
-        f"Returns: mean +- std over {plan.episodes} evaluation episodes per model (whole games: a lost life does not "
+        f"Returns: mean +- std over {plan.episodes} evaluation episodes per model, or over the models' means "
+        f"where a game has several (DQN's seeds; DIAMOND models of one game given together) (whole games: a lost "
+        f"life does not "
         f"end them, at most {plan.length:,} agent steps each, env seed {plan.seed + 1000}); DIAMOND samples its "
         f"actions (the official test protocol), DQN acts epsilon-greedily at its final epsilon 0.01 "
         f"(`deterministic=false`; its greedy policy may never press FIRE), the random policy is uniform. SB3 DQN: "

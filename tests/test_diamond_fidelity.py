@@ -99,6 +99,12 @@ def test_reward_end_accuracy_counts_every_real_transition_once() -> None:
     assert acc.nonzero_reward_recall == 1.0
     assert acc.end_accuracy == pytest.approx(6 / 7)
     assert acc.end_recall == 0.0
+    # sampled: softmax(0, 0, 1) gives +1 the probability e / (e + 2) and a non-zero sign (1 + e) / (e + 2);
+    # softmax(1, 0) gives the end 1 / (1 + e), at the terminal step and at the 6 others alike
+    e = math.e
+    assert acc.nonzero_reward_prob == pytest.approx(e / (e + 2))
+    assert acc.false_reward_prob == pytest.approx((1 + e) / (e + 2))
+    assert acc.end_prob == pytest.approx(1 / (1 + e)) and acc.false_end_prob == pytest.approx(1 / (1 + e))
 
 
 @pytest.mark.slow

@@ -124,6 +124,13 @@ class RewardEndAccuracy:
     terminations: int
     end_accuracy: float
     end_recall: float  # among the terminal transitions (nan if none)
+    # Imagination samples the reward sign and the end from the logits (sample_rew_end), so what it catches is the
+    # probability the model gives the true class, not the argmax: a model whose argmax never says "reward" may
+    # still put 30% on it where a brick breaks.
+    nonzero_reward_prob: float  # mean probability of the true sign at the non-zero rewards (sampled recall)
+    false_reward_prob: float  # mean probability of a non-zero sign at the zero rewards (sampled false alarms)
+    end_prob: float  # mean probability of the end at the terminal transitions
+    false_end_prob: float  # mean probability of the end at the other transitions
 
 
 @torch.no_grad()
@@ -140,8 +147,10 @@ def reward_end_accuracy(model: RewEndModel, buffer: EpisodeBuffer, seq_length: i
     logits_rew, logits_end, target_rew, target_end, mask = model.transitions(batch)
     mask = mask & (batch.mask[:, 1:] | target_end)  # an unfinished episode's last step has no next frame
     pred_rew, pred_end = logits_rew[mask].argmax(-1), logits_end[mask].argmax(-1).bool()
+    p_rew, p_end = logits_rew[mask].softmax(-1), logits_end[mask].softmax(-1)[:, 1]
     target_rew, target_end = target_rew[mask], target_end[mask]
     nonzero, ends = target_rew != 1, target_end
+    p_true_rew = p_rew.gather(1, target_rew[:, None])[:, 0]
 
     def mean(x: torch.Tensor) -> float:
         return float(x.float().mean()) if x.numel() else float("nan")
@@ -150,4 +159,6 @@ def reward_end_accuracy(model: RewEndModel, buffer: EpisodeBuffer, seq_length: i
         transitions=int(mask.sum()), reward_accuracy=mean(pred_rew == target_rew),
         nonzero_rewards=int(nonzero.sum()), nonzero_reward_recall=mean(pred_rew[nonzero] == target_rew[nonzero]),
         terminations=int(ends.sum()), end_accuracy=mean(pred_end == target_end), end_recall=mean(pred_end[ends]),
+        nonzero_reward_prob=mean(p_true_rew[nonzero]), false_reward_prob=mean(1 - p_rew[~nonzero, 1]),
+        end_prob=mean(p_end[ends]), false_end_prob=mean(p_end[~ends]),
     )
