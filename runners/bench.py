@@ -8,6 +8,7 @@ compares side by side in one run, on this machine, stating the command and the m
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def main(argv: list[str]) -> int:
     for name in names if positional[0] == "all" else positional:
         out = RESULTS / f"{name}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
-        importlib.import_module(f"runners.bench_{name}").run(str(out), **pairs)
+        run = importlib.import_module(f"runners.bench_{name}").run
+        allowed = [p for p in inspect.signature(run).parameters if p != "out_path"]
+        if unknown := [k for k in pairs if k not in allowed]:
+            raise UsageError(f"unknown option '{unknown[0]}' for benchmark {name}; its options: {', '.join(allowed)}")
+        run(str(out), **pairs)
         print(f"wrote {out}")
     return 0
 

@@ -60,6 +60,7 @@ BAD_CONFIG: list[tuple[str, str, list[str], str]] = [
     ("unknown", "demos", ["env=needel"], "env='needel'; choose one of: needle"),
     ("unknown", "demos", ["env=needle", "frames=3"], "unknown key 'frames' for runners.demos; allowed:"),
     ("unknown", "bench", ["nope"], "unknown benchmark 'nope'; choose one of: act, "),
+    ("unknown", "bench", ["diamond", "out=x.md"], "unknown option 'out' for benchmark diamond; its options: parts, "),
     ("unknown", "compare", ["/tmp", "colour=red"], "unknown key 'colour' for runners.compare; allowed: debug"),
     ("unknown", "compare", ["/tmp", "x=episodes"], "x='episodes' is not supported; choose one of: steps"),
     ("unknown", "train", [*DI, "agent.precision=fp16"], "precision='fp16' is not allowed; choose one of: bf16, fp32"),
