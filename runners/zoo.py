@@ -90,18 +90,42 @@ def cmd_add(pairs: dict[str, str]) -> int:
         if not (run / BEST_FILE).is_file():
             raise UsageError(f"run={run}: no best model (it is saved by periodic evaluations, eval_freq > 0)")
         summary = {**summary, "wall_time_s": json.loads((run / BEST_FILE).read_text())["wall_time_s"]}
-    destination = ZOO_DIR / name
-    load_checkpoint(source)  # refuse a broken source before copying anything
-    staging = ZOO_DIR / f".{name}.tmp"
+    # The new files are staged, evaluated there, and only then swapped in with their manifest entry: a failure
+    # (a broken source, an evaluation that raises, a full disk) leaves the zoo's earlier entry and files as they were.
+    destination, staging, old = ZOO_DIR / name, ZOO_DIR / f".{name}.tmp", ZOO_DIR / f".{name}.old"
     shutil.rmtree(staging, ignore_errors=True)
-    if export:  # weights only, large tensors in float16: what fits the zoo's size limit (the score is of this copy)
-        load_agent(source, device="cpu").save(staging, export=True)
-    else:
-        shutil.copytree(source, staging)
+    try:
+        if export:  # weights only, large tensors in float16: what fits the zoo's size limit (the score is of this copy)
+            load_agent(source, device="cpu").save(staging, export=True)
+        else:
+            load_checkpoint(source)  # refuse a broken source before copying anything
+            shutil.copytree(source, staging)
+        entry = _evaluated_entry(staging, name, pairs, summary, episodes, alignment_episodes, deterministic)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     if destination.exists():
-        shutil.rmtree(destination)
+        os.replace(destination, old)
     os.replace(staging, destination)
-    model, env, env_cfg = load_for_eval(str(destination), "cpu", seed=1000)
+    try:
+        write_entry(entry, ZOO_DIR)
+    except BaseException:  # the manifest still describes the earlier files: put them back
+        shutil.rmtree(destination, ignore_errors=True)
+        if old.exists():
+            os.replace(old, destination)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    result = entry["score"]
+    print(f"added {name}: {result['mean']:.2f} +- {result['std']:.2f} over {episodes} episodes, "
+          f"{entry['size_bytes']} bytes")
+    return 0
+
+
+def _evaluated_entry(staging: Path, name: str, pairs: dict[str, str], summary: dict, episodes: int,
+                     alignment_episodes: int, deterministic: bool) -> dict:
+    """The manifest entry of the checkpoint in ``staging``, evaluated there (the files it lists are its own)."""
+    model, env, env_cfg = load_for_eval(str(staging), "cpu", seed=1000)
     result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)
     score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": deterministic,
              **result.score}
@@ -112,7 +136,7 @@ def cmd_add(pairs: dict[str, str]) -> int:
         score["target_return"] = model.default_target_return()
         score["alignment"] = {"unit": unit, **alignment}
     env.close()
-    files = directory_files(destination)
+    files = directory_files(staging)
     config = model.zoo_config or {}
     data_key = {"offline": "dataset", "demonstrations": "demos"}.get(get_spec(model.agent_id).learns_from)
     # an agent that learns from a dataset or demonstrations never steps an env in training: its budget is updates
@@ -128,13 +152,11 @@ def cmd_add(pairs: dict[str, str]) -> int:
         "budget": budget,
         "score": score,
         "date": _dt.date.today().isoformat(),
-        "size_bytes": sum((destination / f).stat().st_size for f in files),
+        "size_bytes": sum((staging / f).stat().st_size for f in files),
         "command": pairs.get("command") or f"python -m runners.train agent={config.get('agent', {}).get('id')} "
         f"env={env_cfg['name']} seed={config.get('seed')} total_timesteps={config.get('total_timesteps')}{dataset}",
     }
-    write_entry(entry)
-    print(f"added {name}: {result.mean:.2f} +- {result.std:.2f} over {episodes} episodes, {entry['size_bytes']} bytes")
-    return 0
+    return entry
 
 
 def main(argv: list[str]) -> int:

@@ -99,3 +99,45 @@ def test_a_disk_that_stays_full_stops_the_run_at_the_final_save_naming_the_check
                          f"checkpoint {previous} is intact; resume with resume={run_dir}")
     assert verify_checkpoint(previous) and not (run_dir / "final").exists()
     no_leftovers(run_dir)
+
+
+def test_a_zoo_add_that_fails_leaves_the_earlier_entry_and_its_files_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``runners.zoo add`` stages the new files, evaluates them there and swaps them in with their manifest entry last:
+    an evaluation that raises, or a manifest that cannot be written (full disk), keeps the entry already in the zoo
+    verifiable, and leaves no staging directory."""
+    from agents.common.manifest import read_manifest, verify_entry
+    from runners import zoo
+
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    monkeypatch.setattr(zoo, "ZOO_DIR", zoo_dir)
+    for seed in (0, 1):  # the zoo's entry from seed 0, then a failed replacement by seed 1's other weights
+        assert train.main(["agent=ppo", "env=cartpole", "total_timesteps=64", "agent.n_steps=32", f"seed={seed}",
+                           "agent.batch_size=32", "eval_freq=0", "eval_episodes=1", "progress_bar=false",
+                           f"run_dir={tmp_path / f'run{seed}'}"]) == 0
+    assert zoo.main(["add", "name=ppo-test", f"run={tmp_path / 'run0'}", "episodes=1"]) == 0
+    add = ["add", "name=ppo-test", f"run={tmp_path / 'run1'}", "episodes=1"]
+    entry = read_manifest(zoo_dir)["ppo-test"]
+    files = {p.name: p.read_bytes() for p in (zoo_dir / "ppo-test").iterdir()}
+
+    def kept() -> None:
+        assert read_manifest(zoo_dir)["ppo-test"] == entry
+        verify_entry(entry, zoo_dir)  # every file against its sha256 in the manifest
+        assert {p.name: p.read_bytes() for p in (zoo_dir / "ppo-test").iterdir()} == files
+        assert sorted(p.name for p in zoo_dir.iterdir()) == ["manifest.json", "ppo-test"]  # no staging left
+
+    def broken_evaluation(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the evaluation env crashed")
+
+    with monkeypatch.context() as m:
+        m.setattr(zoo, "evaluate", broken_evaluation)
+        with pytest.raises(RuntimeError, match="evaluation env crashed"):
+            zoo.main(add)
+    kept()
+    with monkeypatch.context() as m:
+        full_disk_from(m, 1, writer=(zoo, "write_entry"))
+        with pytest.raises(OSError, match="No space left"):
+            zoo.main(add)
+    kept()
