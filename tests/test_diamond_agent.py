@@ -210,6 +210,11 @@ def test_learning_rates_and_updates_per_epoch_may_differ_per_component() -> None
         tiny_diamond(breakout_env(), learning_rate=[1e-3, 1e-4])
     with pytest.raises(ValueError, match=r"train_steps=\[1, -1, 1\] >= 0"):
         tiny_diamond(breakout_env(), train_steps=[1, -1, 1])
+    # weight decay, gradient clipping and the first epoch's updates take one value or one per component alike
+    one = tiny_diamond(breakout_env(), weight_decay=0.0, grad_clip=5.0, first_epoch_train_steps=4)
+    assert (one.weight_decay, one.grad_clip, one.first_epoch_train_steps) == ([0.0] * 3, [5.0] * 3, [4] * 3)
+    with pytest.raises(ValueError, match=r"grad_clip=\[1.0, 2.0\] needs one value for all components"):
+        tiny_diamond(breakout_env(), grad_clip=[1.0, 2.0])
 
 
 def test_initial_collection_waits_for_minority_rewards_and_final_epochs_train_without_collecting() -> None:

@@ -79,7 +79,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     :param optimizer: ``adamw`` (the paper's) | ``adam`` | ``ademamix`` (:mod:`agents.common.optim`), one per component
     :param optimizer_kwargs: its other arguments but ``weight_decay`` (``betas``, ``eps`` (default 1e-8), AdEMAMix's
         ``alpha`` and ``T_alpha_beta3``)
-    :param weight_decay: per component ``[denoiser, rew_end_model, actor_critic]`` (``[1e-2, 1e-2, 0]``)
+    :param weight_decay: per component ``[denoiser, rew_end_model, actor_critic]`` (``[1e-2, 1e-2, 0]``), or one
+        value for all three (as ``grad_clip`` and ``first_epoch_train_steps``)
     :param warmup_steps: linear learning-rate warm-up of each component, in its own updates (100)
     :param grad_clip: max gradient norm per component (``[1.0, 100.0, 100.0]``)
     :param batch_size: segments per world-model step (32)
@@ -119,9 +120,9 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         learning_rate: float | list[float] | tuple[float, ...] = 1e-4,
         optimizer: str = "adamw",
         optimizer_kwargs: dict[str, Any] | None = None,
-        weight_decay: list[float] | tuple[float, ...] = (1e-2, 1e-2, 0.0),
+        weight_decay: float | list[float] | tuple[float, ...] = (1e-2, 1e-2, 0.0),
         warmup_steps: int = 100,
-        grad_clip: list[float] | tuple[float, ...] = (1.0, 100.0, 100.0),
+        grad_clip: float | list[float] | tuple[float, ...] = (1.0, 100.0, 100.0),
         batch_size: int = 32,
         rew_end_seq_length: int = 19,
         initial_collect_steps: int = 5000,
@@ -129,7 +130,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         threshold_rew: int = 10,
         collect_steps: int = 100,
         train_steps: int | list[int] | tuple[int, ...] = 400,
-        first_epoch_train_steps: list[int] | tuple[int, ...] = (10000, 10000, 5000),
+        first_epoch_train_steps: int | list[int] | tuple[int, ...] = (10000, 10000, 5000),
         num_final_epochs: int = 50,
         imagination_batch_size: int = 32,
         horizon: int = 15,
@@ -151,12 +152,11 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         _init_setup_model: bool = True,
     ) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if len(weight_decay) != 3 or len(grad_clip) != 3 or len(first_epoch_train_steps) != 3:
-            raise ValueError(f"weight_decay={list(weight_decay)}, grad_clip={list(grad_clip)} and "
-                             f"first_epoch_train_steps={list(first_epoch_train_steps)} need one value per component: "
-                             f"{', '.join(COMPONENTS)}")
         learning_rates = per_component("learning_rate", learning_rate, float)
         train_steps_each = per_component("train_steps", train_steps, int)
+        weight_decays = per_component("weight_decay", weight_decay, float)
+        grad_clips = per_component("grad_clip", grad_clip, float)
+        first_epoch_steps = per_component("first_epoch_train_steps", first_epoch_train_steps, int)
         if min(learning_rates) <= 0 or min(train_steps_each) < 0:
             raise ValueError(f"learning_rate={learning_rate} must be > 0 and train_steps={train_steps} >= 0")
         if int(initial_collect_steps) < 1 or int(collect_steps) < 1:
@@ -177,14 +177,14 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         )
         self.size, self.num_denoising_steps, self.diffusion = size, int(num_denoising_steps), diffusion
         self.optimizer_name, self.optimizer_kwargs = optimizer, dict(optimizer_kwargs or {})
-        self.weight_decay, self.grad_clip = [float(w) for w in weight_decay], [float(c) for c in grad_clip]
+        self.weight_decay, self.grad_clip = weight_decays, grad_clips
         self.warmup_steps, self.batch_size, self.rew_end_seq_length = int(warmup_steps), int(batch_size), \
             int(rew_end_seq_length)
         self.initial_collect_steps, self.collect_steps = int(initial_collect_steps), int(collect_steps)
         self.initial_collect_max_steps = None if initial_collect_max_steps is None else int(initial_collect_max_steps)
         self.threshold_rew, self.num_final_epochs = int(threshold_rew), int(num_final_epochs)
         self.learning_rates = dict(zip(COMPONENTS, learning_rates, strict=True))  # SB3's learning_rate: the policy's
-        self.train_steps, self.first_epoch_train_steps = train_steps_each, [int(s) for s in first_epoch_train_steps]
+        self.train_steps, self.first_epoch_train_steps = train_steps_each, first_epoch_steps
         self.imagination_batch_size, self.horizon = int(imagination_batch_size), int(horizon)
         self.gamma, self.lam = float(gamma), float(lam)
         self.weight_value_loss, self.weight_entropy_loss = float(weight_value_loss), float(weight_entropy_loss)
