@@ -450,8 +450,12 @@ def part_official(plan: Plan) -> str:
             "warmup": 1 if plan.tiny else 2}
     jobs = [  # (label, kind, batch, precision, function, kwargs); the likeliest to run out of memory last
         ("imagination step", "imagination", big, "fp32", "imagination", {**imag, "batch_size": big}),
+        ("imagination step", "imagination", big, "fp32", "imagination", {**imag, "batch_size": big,
+                                                                          "channels_last": False}),
         ("imagination step", "imagination", big, "bf16", "imagination", {**imag, "batch_size": big, "bf16": True}),
         ("world-model train step", "world_model", big, "fp32", "world_model", {**wm, "batch_size": big}),
+        ("world-model train step", "world_model", big, "fp32", "world_model", {**wm, "batch_size": big,
+                                                                                "channels_last": False}),
         ("world-model train step", "world_model", big, "bf16", "world_model", {**wm, "batch_size": big,
                                                                                 "bf16": True}),
         ("tokenizer train step", "tokenizer", small, "fp32", "tokenizer", {**tok, "batch_size": small}),
@@ -463,6 +467,7 @@ def part_official(plan: Plan) -> str:
             "official | official / ours |", "|-|-|-|-|-|-|-|-|"]
     peaks: dict[tuple[str, int, str], float] = {}
     for label, kind, batch, precision, name, kwargs in jobs:
+        nchw = kwargs.get("channels_last") is False  # the layout before channels-last (same numbers, reordered)
         estimate = _estimated_peak(peaks, kind, small, batch, precision)
         if estimate is not None and estimate > 1.25 * limit:
             result = {"error": f"not run: ~{estimate:.0f} GB estimated from batch {small} exceeds the {limit:g} GB "
@@ -474,8 +479,9 @@ def part_official(plan: Plan) -> str:
                                                                    result.get("reset"))]
         else:
             timings = [(label, result if "median_ms" in result else None)]
-        if "peak_rss_gb" in result and "error" not in result:
+        if "peak_rss_gb" in result and "error" not in result and not nchw:
             peaks[kind, batch, precision] = result["peak_rss_gb"]
+        timings = [(f"{what}, NCHW" if nchw else what, t) for what, t in timings]
         for what, t in timings:
             key = ("reset" if what.startswith("reset") else kind, batch, precision)
             official = bm.OFFICIAL_MS.get(key) if not plan.tiny else None
@@ -510,7 +516,9 @@ def part_official(plan: Plan) -> str:
         f"threads, median of 5 after 2, measured one at a time on an idle machine); the official fp32 world-model "
         f"step measured 31.6 s and 25.0 s in two processes, the faster is used. Ratios: official time / ours at "
         f"equal batch and precision, wall clock. CPU time: the process's, over all threads (OpenMP's spin-waiting "
-        f"included, so it grows too when other jobs share the cores). "
+        f"included, so it grows too when other jobs share the cores). Rows marked NCHW: the same networks with "
+        f"their convolutions in the NCHW layout instead of channels-last (`DeltaIrisPolicy(channels_last=False)`), "
+        f"the agent's layout before 2026-12-02; the other rows are channels-last, the agent's default. "
         + (f"Peak memory of the {'; '.join(notes)} (the activations grow linearly with the batch; a run whose "
            f"estimate exceeds 1.25x the limit is not started). " if notes else "")
         + f"Torch threads: {plan.threads}. {_load_note(load_start, _load())}\n"

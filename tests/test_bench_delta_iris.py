@@ -91,6 +91,9 @@ def test_tiny_official_part_times_every_row_in_its_own_process(tmp_path: Path) -
     rows = [r for r in table_rows(speed, "imagination step") + table_rows(speed, "world-model train step")
             + table_rows(speed, "tokenizer train step")]
     assert len(rows) == 8  # imagination, world model: fp32, bf16; tokenizer: two batches x fp32, bf16
+    nchw = table_rows(speed, "imagination step, NCHW") + table_rows(speed, "world-model train step, NCHW")
+    assert [r[2] for r in nchw] == ["fp32", "fp32"]  # the layout before channels-last, beside it in the same run
+    rows += nchw
     for row in rows:
         assert finite(row[3]) > 0 and finite(row[4]) > 0  # wall and CPU milliseconds
         assert 0 < finite(row[5]) < 100  # peak resident memory, GB

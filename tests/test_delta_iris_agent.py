@@ -374,3 +374,38 @@ def test_paper_presets_give_the_official_crafter_and_atari_configurations() -> N
     assert list(agent.start_after_epochs) == [5, 50, 75] and list(agent.batch_size) == [16, 64, 64]
     assert list(agent.sequence_length) == [21, 26] and list(agent.weight_decay) == [0.0, 0.01, 0.0]
     assert (agent.horizon, agent.gamma, agent.entropy_weight, agent.priority_alpha) == (20, 0.995, 0.002, 1.0)
+
+
+def test_channels_last_policy_computes_what_the_contiguous_one_does() -> None:
+    """``channels_last=True`` (the default) changes the memory layout of the convolutions only: the same weights
+    give the same tokens, and reconstructions, world-model losses and actor-critic outputs equal to the NCHW
+    policy's up to the order of fp32 sums."""
+    from gymnasium import spaces
+
+    from agents.delta_iris.policy import DeltaIrisPolicy
+
+    obs_space, act_space = spaces.Box(0, 255, (3, 64, 64), np.uint8), spaces.Discrete(17)
+    torch.manual_seed(0)
+    fast = DeltaIrisPolicy(obs_space, act_space, size="tiny", sequence_length=6).eval()
+    plain = DeltaIrisPolicy(obs_space, act_space, size="tiny", sequence_length=6, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    conv = next(m for m in fast.tokenizer.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    g = torch.Generator().manual_seed(1)
+    frames, acts = torch.rand(2, 6, 3, 64, 64, generator=g), torch.randint(0, 17, (2, 6), generator=g)
+    rews, ends, mask = torch.zeros(2, 6), torch.zeros(2, 6, dtype=torch.bool), torch.ones(2, 6, dtype=torch.bool)
+    with torch.no_grad():
+        x_prev, a, x_next = frames[:, :-1].flatten(0, 1), acts[:, :-1].flatten(), frames[:, 1:].flatten(0, 1)
+        tokens = fast.tokenizer.tokenize(x_prev, a, x_next)
+        assert torch.equal(tokens, plain.tokenizer.tokenize(x_prev, a, x_next))
+        q = fast.tokenizer.embed_tokens(tokens)  # fp32 sums in another order through the decoder's convolutions
+        torch.testing.assert_close(fast.tokenizer.decode(x_prev, a, q), plain.tokenizer.decode(x_prev, a, q),
+                                   atol=5e-4, rtol=0)
+        # snapped to 8-bit levels, a value at a rounding boundary may fall one level apart
+        torch.testing.assert_close(fast.tokenizer.decode_tokens(x_prev, a, tokens),
+                                   plain.tokenizer.decode_tokens(x_prev, a, tokens), atol=1 / 255 + 1e-6, rtol=0)
+        losses = [p.world_model.loss(frames, acts, rews, ends, mask, tokenizer=p.tokenizer)[0] for p in (fast, plain)]
+        torch.testing.assert_close(losses[0], losses[1], atol=1e-4, rtol=1e-4)
+        out_fast, out_plain = fast.actor_critic.model(frames[:, 0]), plain.actor_critic.model(frames[:, 0])
+        for x, y in zip(out_fast[:2], out_plain[:2], strict=True):  # action logits, value logits
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4)

@@ -66,15 +66,21 @@ def _config(cls: type, value: Any) -> Any:
     return cls(**value) if isinstance(value, dict) else value
 
 
+def _layout(module: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """The module in the memory format the agent gives it (``DeltaIrisPolicy(channels_last=True)``) or in NCHW."""
+    return module.to(memory_format=torch.channels_last) if channels_last else module
+
+
 def time_tokenizer_train_step(
     batch_size: int = 32, seq_length: int = 21, bf16: bool = False, threads: int | None = None,
-    config: TokenizerConfig | dict | None = None, repeats: int = 3, warmup: int = 1,
+    config: TokenizerConfig | dict | None = None, repeats: int = 3, warmup: int = 1, channels_last: bool = True,
 ) -> Timing:
     """One optimizer step of the tokenizer (the Crafter one by default) on ``batch_size`` segments of ``seq_length``
     frames."""
     with timing.torch_threads(threads):
         torch.manual_seed(0)
         tokenizer = Tokenizer(_config(TokenizerConfig, config) or TokenizerConfig.crafter(NUM_ACTIONS)).train()
+        _layout(tokenizer, channels_last)
         frames, acts, _, _, mask = random_segments(batch_size, seq_length, tokenizer.cfg.num_actions)
         return time_fn(train_step_fn(tokenizer, lambda: tokenizer.loss(frames, acts, mask)[0], bf16), repeats, warmup)
 
@@ -82,7 +88,7 @@ def time_tokenizer_train_step(
 def time_world_model_train_step(
     batch_size: int = 32, seq_length: int = 21, bf16: bool = False, threads: int | None = None,
     tokenizer_config: TokenizerConfig | dict | None = None, world_model_config: WorldModelConfig | dict | None = None,
-    repeats: int = 3, warmup: int = 1,
+    repeats: int = 3, warmup: int = 1, channels_last: bool = True,
 ) -> Timing:
     """One optimizer step of the world model (the Crafter one by default), the Δ-tokens of the ``seq_length - 1``
     pairs encoded inside the step by the frozen tokenizer (no grad), as the official trainer does."""
@@ -91,6 +97,8 @@ def time_world_model_train_step(
         tokenizer = Tokenizer(_config(TokenizerConfig, tokenizer_config) or TokenizerConfig.crafter(NUM_ACTIONS))
         cfg = _config(WorldModelConfig, world_model_config) or WorldModelConfig.crafter(NUM_ACTIONS)
         world_model = WorldModel(cfg).train()
+        _layout(tokenizer, channels_last)
+        _layout(world_model, channels_last)
         frames, acts, rews, ends, mask = random_segments(batch_size, seq_length, cfg.num_actions)
         step = train_step_fn(
             world_model, lambda: world_model.loss(frames, acts, rews, ends, mask, tokenizer=tokenizer.eval())[0], bf16
@@ -102,6 +110,7 @@ def time_imagination(
     batch_size: int = 32, bf16: bool = False, threads: int | None = None, burn_in: int = 5,
     tokenizer: Tokenizer | dict | None = None, world_model: WorldModel | dict | None = None,
     contexts: tuple[torch.Tensor, torch.Tensor] | None = None, repeats: int = 5, warmup: int = 2,
+    channels_last: bool = True,
 ) -> dict[str, Timing]:
     """``{"reset": reset_from(burn_in real frames), "step": one imagined step of every rollout}`` of
     :class:`DeltaIrisWorldModelEnv` (never truncated), each the median of ``repeats`` after ``warmup``, the steps
@@ -115,6 +124,8 @@ def time_imagination(
             tokenizer = Tokenizer(_config(TokenizerConfig, tokenizer) or TokenizerConfig.crafter(NUM_ACTIONS))
         if not isinstance(world_model, WorldModel):
             world_model = WorldModel(_config(WorldModelConfig, world_model) or WorldModelConfig.crafter(NUM_ACTIONS))
+        _layout(tokenizer, channels_last)
+        _layout(world_model, channels_last)
         env = DeltaIrisWorldModelEnv(tokenizer.eval(), world_model.eval(), horizon=10**9, num_envs=batch_size)
         num_actions = world_model.cfg.num_actions
         frames, acts = contexts or random_segments(batch_size, burn_in, num_actions)[:2]
