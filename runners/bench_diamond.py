@@ -292,12 +292,15 @@ def _eval(reference: str | None, env_cfg: dict[str, Any], plan: Plan, determinis
 
 
 def _dqn_jobs(game: str, steps: int, plan: Plan) -> list[list[str]]:
+    """The SB3 DQN runs of ``game``, cached under a name holding everything they depend on (a finished run is reused
+    by a later invocation; one trained with another episode cap is not)."""
     starts, target = max(100, steps // 10), max(100, steps // 10)
     return [["agent=dqn", f"env={game}", f"seed={s}", f"total_timesteps={steps}", "eval_freq=0", f"save_freq={steps}",
              "eval_episodes=1", f"env.max_episode_steps={plan.length}",
              "progress_bar=false", f"torch_threads={plan.threads}", *DQN_OVERRIDES,
              f"agent.learning_starts={starts}", f"agent.target_update_interval={target}",
-             f"run_dir={plan.cache / 'dqn' / f'{game}-{steps}-s{s}'}"] for s in range(plan.dqn_seeds)]
+             f"run_dir={plan.cache / 'dqn' / f'{game}-{steps}-len{plan.length}-t{plan.threads}-s{s}'}"]
+            for s in range(plan.dqn_seeds)]
 
 
 def part_score(plan: Plan) -> str:
