@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from agents.common.checkpoint import atomic_write_text
+from agents.common.precision import resolve_precision
 from agents.common.transformer import KVCache, count_parameters
 from agents.radt.models import DecisionTransformer, ReturnAlignedDT
 from envs.datasets import dataset_path
@@ -163,7 +164,8 @@ class Plan:
     def describe(self) -> str:
         return (
             f"Budget per run: {self.steps:,} gradient steps (batch 64, K = 20, embed {self.embed}, 3 layers, 1 head, "
-            f"dropout 0.1, AdamW 1e-4 with {max(self.steps // 10, 1):,} warm-up steps, clip 0.25, bf16 autocast), "
+            f"dropout 0.1, AdamW 1e-4 with {max(self.steps // 10, 1):,} warm-up steps, clip 0.25, precision auto: "
+            f"{resolve_precision('auto', 'cpu')} on this machine), "
             f"seeds {self.seed_range[0]}..{self.seed_range[-1]}; evaluation: 7 targets x {self.episodes} episodes. "
             "Datasets: 1M transitions generated here (`make datasets`)."
         )

@@ -37,7 +37,7 @@ AGENT_POSITIVE = ("n_steps", "n_epochs", "gradient_steps", "learning_rate", "tra
                   "context", "chunk_size", "n_layer", "n_head", "n_heads", "embed_dim", "hidden_dim", "log_interval")
 AGENT_NON_NEGATIVE = ("learning_starts", "warmup_steps", "weight_decay", "kl_weight", "vf_coef", "train_steps")
 AGENT_UNIT_INTERVAL = ("gae_lambda", "dropout", "exploration_fraction", "exploration_initial_eps",
-                       "exploration_final_eps")
+                       "exploration_final_eps", "rew_end_event_fraction")
 OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are the policy's / optimizer's own
 OPTIMIZER_KEYS = ("optimizer", "optimizer_kwargs")
 # Keys that may change when a run is resumed; everything else is the run's own config.

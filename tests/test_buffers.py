@@ -110,6 +110,38 @@ def test_sample_steps_maps_uniform_step_draws_to_episode_and_timestep() -> None:
     assert list(zip(ids.tolist(), timesteps.tolist(), strict=True)) == expected
 
 
+def test_find_steps_gives_episode_and_timestep_of_matching_steps() -> None:
+    buffer = make_buffer([4, 2, 6])  # rew = 10 * ep + t + 1: episode 0 holds 1..4, episode 1 11, 12, episode 2 21..26
+    ids, timesteps = buffer.find_steps("rew", lambda r: (r % 2 == 0) & (r > 3))
+    assert list(zip(ids.tolist(), timesteps.tolist(), strict=True)) == [(0, 3), (1, 1), (2, 1), (2, 3), (2, 5)]
+    ids, timesteps = buffer.find_steps("end", lambda e: e)  # each episode's last step
+    assert ids.tolist() == [0, 1, 2] and timesteps.tolist() == [3, 1, 5]
+    with pytest.raises(ValueError, match="key 'reward' is not a field of this buffer; fields: obs, act, rew"):
+        buffer.find_steps("reward", lambda r: r > 0)
+
+
+def test_event_windows_hold_their_event_among_their_transitions() -> None:
+    from agents.common.episode_sampling import draw_event_segment_starts
+
+    buffer = make_buffer([30, 25, 40])
+    rare = buffer.find_steps("rew", lambda r: r == 17)  # one step: episode 1, t = 6
+    ends = buffer.find_steps("end", lambda e: e)  # t = 29, 24, 39
+    none = buffer.find_steps("rew", lambda r: r < 0)
+    seq_len, rng = 5, np.random.default_rng(0)
+    ids, starts = draw_event_segment_starts([none, rare, ends], 400, seq_len, rng)
+    seg = buffer.get_segments(ids, starts, seq_len)
+    hits = (seg.rew[:, :-1] == 17) | (seg.end[:, :-1] & seg.mask[:, :-1])  # the event is a transition t <= L - 2
+    assert (hits.sum(axis=1) == 1).all()
+    # the two kinds that exist are drawn equally often (binomial(400, 1/2): within 5 std), the empty kind never
+    n_rare = int((seg.rew[:, :-1] == 17).any(axis=1).sum())
+    assert abs(n_rare - 200) < 50
+    # every place among the 4 transitions occurs: position = t_event - start
+    positions = np.nonzero(hits)[1]
+    assert sorted(set(positions.tolist())) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="no events to draw windows around"):
+        draw_event_segment_starts([none], 2, seq_len, rng)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Episode weights: DIAMOND recency chunks, Delta-IRIS counts
 # ----------------------------------------------------------------------------------------------------------------

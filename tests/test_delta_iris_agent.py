@@ -335,7 +335,7 @@ def test_resume_through_the_command_line_continues_the_step_counter(tmp_path: Pa
 
 BAD = [
     (["agent.batch_size=[2,2]"], "batch_size=[2, 2] needs one value per component: tokenizer, world_model"),
-    (["agent.precision=fp16"], "precision='fp16' is not allowed; choose one of: bf16, fp32"),
+    (["agent.precision=fp16"], "precision='fp16' is not allowed; choose one of: fp32, bf16, auto"),
     (["agent.size=huge"], "size='huge' is not allowed; choose one of: crafter, atari, tiny"),
     (["agent.horizon=20"], "burn_in_length=2 + 1 + horizon=20 frames must fit in the world model's sequence_length"),
     (["agent.policy_kwargs={world_model: {layerz: 2}}"], "unknown key 'world_model.layerz'; allowed: num_actions"),

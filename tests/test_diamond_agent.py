@@ -285,6 +285,31 @@ def test_collected_episodes_keep_their_final_frame_and_the_reward_end_model_sees
     assert checked > 0
 
 
+def test_reward_end_batches_may_hold_a_share_of_segments_drawn_around_rewards_and_ends() -> None:
+    """``rew_end_event_fraction`` (preset=cpu): round(fraction x batch) segments each hold a reward or an end among
+    their transitions, the rest are the paper's; 0 draws exactly the paper's batch."""
+    env = breakout_env()
+    model = tiny_diamond(env, initial_collect_steps=300, initial_collect_max_steps=300, batch_size=8,
+                         rew_end_event_fraction=0.5, rew_end_seq_length=6).learn(1)
+    buffer = model.episode_buffer
+    assert len(buffer.find_steps("rew", lambda r: r > 0)[0]) > 0 and len(buffer.find_steps("end", lambda e: e)[0]) > 0
+    for _ in range(10):
+        batch = model._rew_end_segments()
+        events = ((batch.rew != 0) | batch.end) & batch.mask
+        assert batch.obs.shape[:2] == (8, 6) and events[4:, :-1].any(dim=1).all()  # the last 4: event segments
+    assert buffer.counts("diamond").sum() >= 80  # the draws are counted as the paper's are
+    # fraction 0: the very batch of the paper's sampler, from the same generator state
+    model.rew_end_event_fraction = 0.0
+    state = model._sampler.bit_generator.state
+    paper = model._segments(8, 6, True)
+    model._sampler.bit_generator.state = state
+    ours = model._rew_end_segments()
+    for name in ("obs", "act", "rew", "end", "mask"):
+        torch.testing.assert_close(getattr(paper, name), getattr(ours, name), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"rew_end_event_fraction=1.5 must be in \[0, 1\]"):
+        tiny_diamond(env, rew_end_event_fraction=1.5)
+
+
 def test_a_run_checkpointed_mid_epoch_and_resumed_matches_the_uninterrupted_run_exactly(tmp_path: Path) -> None:
     from agents.common.callbacks import CheckpointCallback
     from agents.diamond.agent import Diamond

@@ -446,3 +446,24 @@ def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budg
     replaced = record_alignment({"hopper-medium": old}, other, [("hopper", "medium")], new, "2026-12-03")
     assert [r["seed"] for r in replaced["hopper-medium"]["models"]["dt"]] == [1]
     assert replaced["hopper-medium"]["date"] == "2026-12-03" and "note" not in replaced["hopper-medium"]
+
+
+def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """preset=cpu's ``precision=auto``: bf16 autocast where bfloat16 products are native, fp32 where torch would
+    emulate them (AVX2-only CPUs, 10x slower)."""
+    from agents.common import precision
+
+    # oneDNN's answer agrees with the CPU's own flags: AVX512-BF16 or AMX
+    assert precision.native_bf16("cpu") == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    layer = torch.nn.Linear(4, 4)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(precision, "native_bf16", lambda device, native=native: native)
+        assert precision.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+        with precision.autocast("auto", "cpu"):
+            assert layer(torch.ones(2, 4)).dtype == expected
+        for fixed, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):  # explicit choices stay
+            assert precision.resolve_precision(fixed, "cpu") == fixed
+            with precision.autocast(fixed, "cpu"):
+                assert layer(torch.ones(2, 4)).dtype == dtype
+    with pytest.raises(ValueError, match="precision='fp16' is not allowed; choose one of: fp32, bf16, auto"):
+        precision.check_precision("fp16")

@@ -19,7 +19,7 @@ which :meth:`EpisodeBuffer.save`, :meth:`~EpisodeBuffer.load`, :meth:`~EpisodeBu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,7 +415,17 @@ class EpisodeBuffer:
         """``(episode_ids, timesteps)`` of ``batch_size`` steps drawn uniformly over all held steps."""
         if self.num_steps == 0:
             raise ValueError("the EpisodeBuffer holds no episodes yet; add one before sampling")
-        flat = rng.integers(0, self.num_steps, batch_size)
+        return self._locate(rng.integers(0, self.num_steps, batch_size))
+
+    def find_steps(self, key: str, predicate: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(episode_ids, timesteps)`` of the held steps whose ``key`` (``"rew"``, ``"end"``, ...) satisfies
+        ``predicate``, a function of the array of all held values returning a boolean array, oldest first."""
+        if key not in self._data:
+            raise ValueError(f"key {key!r} is not a field of this buffer; fields: {', '.join(self._data)}")
+        return self._locate(np.flatnonzero(predicate(self._data[key][self._head : self._tail])))
+
+    def _locate(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Episode ids and timesteps of offsets into the held steps (episodes are stored contiguously, in order)."""
         offsets = self._starts - self._head
         ids = np.searchsorted(offsets, flat, side="right") - 1
         return ids, flat - offsets[ids]

@@ -19,6 +19,7 @@ __all__ = [
     "WEIGHT_SCHEMES",
     "chunk_probabilities",
     "count_probabilities",
+    "draw_event_segment_starts",
     "draw_segment_starts",
     "episode_probabilities",
     "length_probabilities",
@@ -108,4 +109,23 @@ def draw_segment_starts(
     else:  # padding allowed only before the start
         stops = np.minimum(lengths, timesteps + 1 + rng.integers(0, seq_len, batch_size))
         starts = stops - seq_len
+    return episode_ids, starts
+
+
+def draw_event_segment_starts(
+    events: Sequence[tuple[np.ndarray, np.ndarray]], batch_size: int, seq_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(episode_ids, starts)`` of ``batch_size`` windows of ``seq_len`` steps that each hold an event: a kind of
+    event is drawn uniformly among ``events`` (each ``(episode_ids, timesteps)`` of its steps, the empty kinds
+    skipped), then one of its steps uniformly, then the step's place among the window's ``seq_len - 1`` transitions
+    uniformly (windows may pad on either side, as with ``can_sample_beyond_end``)."""
+    kinds = [(np.asarray(ids), np.asarray(ts)) for ids, ts in events if len(ids)]
+    if not kinds:
+        raise ValueError("no events to draw windows around: every kind of event is empty")
+    kind = rng.integers(0, len(kinds), batch_size)
+    episode_ids, starts = np.zeros(batch_size, np.int64), np.zeros(batch_size, np.int64)
+    for row, k in enumerate(kind):
+        ids, ts = kinds[k]
+        j = rng.integers(0, len(ids))
+        episode_ids[row], starts[row] = ids[j], ts[j] - rng.integers(0, max(1, seq_len - 1))
     return episode_ids, starts

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from agents.common.precision import autocast as precision_autocast
+
 Timing = dict[str, Any]  # {"median_ms", "runs_ms", "cpu_ms"}
 
 
@@ -45,8 +47,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def autocast(bf16: bool) -> contextlib.AbstractContextManager:
-    """CPU autocast to bfloat16 when ``bf16``, else nothing."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    """CPU autocast to bfloat16 when ``bf16``, else nothing (:func:`agents.common.precision.autocast`)."""
+    return precision_autocast("bf16" if bf16 else "fp32", "cpu")
 
 
 def time_fn(fn: Callable[[], object], repeats: int, warmup: int) -> Timing:

@@ -68,12 +68,12 @@ from agents.common.epoch_loop import EpochLoop
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
+from agents.common.precision import autocast, check_precision
 from agents.delta_iris.actor_critic import actor_critic_loss, imagine, mask_after_first_end
 from agents.delta_iris.policy import DeltaIrisPolicy
 from world_models.delta_iris.world_model_env import DeltaIrisWorldModelEnv
 
 COMPONENTS = ("tokenizer", "world_model", "actor_critic")
-PRECISIONS = ("bf16", "fp32")
 
 
 def decay_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -126,7 +126,8 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
     :param tau: EMA rate of the target actor-critic (0.995)
     :param epsilon: random-action probability while collecting (0.01)
     :param temperature: of the policy's sampling while collecting (1.0)
-    :param precision: ``bf16`` (autocast for tokenizer and world model, official) or ``fp32``
+    :param precision: ``bf16`` (autocast for tokenizer and world model, official), ``fp32`` or ``auto`` (bf16 where
+        native: :mod:`agents.common.precision`)
     :param buffer_capacity: env steps kept in the episode buffer (None: all)
     :param log_interval: epochs between two dumps of the logs
     """
@@ -208,8 +209,7 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
             raise ValueError(f"priority_alpha={priority_alpha} must be >= 0 (0: uniform over episodes)")
         if buffer_capacity is not None and int(buffer_capacity) < 1:
             raise ValueError(f"buffer_capacity={buffer_capacity} must be >= 1 env steps (or null: unbounded)")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not allowed; choose one of: {', '.join(PRECISIONS)}")
+        check_precision(precision)
         optimizer_class(optimizer)  # a name it knows
         if "weight_decay" in (optimizer_kwargs or {}):
             raise ValueError("optimizer_kwargs.weight_decay: set weight_decay= instead (the agent's own argument)")
@@ -332,7 +332,7 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
                 "mask": torch.as_tensor(seg.mask, device=self.device)}
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.precision, self.device)
 
     def train(self, steps: tuple[int, int, int], count: bool = True) -> dict[str, float]:
         """``steps`` updates of the tokenizer, the world model and the actor-critic, in that order (each component's

@@ -50,6 +50,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.actor_critic import ImaginationLoop, actor_critic_loss
 from agents.common.episode_buffer import EpisodeBuffer
+from agents.common.episode_sampling import draw_event_segment_starts, draw_segment_starts
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
@@ -85,6 +86,11 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     :param grad_clip: max gradient norm per component (``[1.0, 100.0, 100.0]``)
     :param batch_size: segments per world-model step (32)
     :param rew_end_seq_length: frames per reward/end segment (19 = horizon 15 + 4 context frames)
+    :param rew_end_event_fraction: share of each reward/end batch drawn around a rare event (0: the paper's
+        sampling, every segment drawn like the denoiser's). ``round(fraction x batch_size)`` segments each hold a
+        step drawn from one kind of event, the kinds (negative reward, positive reward, end) drawn with equal
+        probability among those the buffer holds; the rest are drawn as in the paper. ``preset=cpu`` uses it: with
+        ~1% of 1,300 updates of 8 segments the model never sees enough rewards to tell them apart (see its file)
     :param initial_collect_steps: random env steps of the initial collection at least (5000, ``first_epoch.min``)
     :param initial_collect_max_steps: the initial collection stops there even below ``threshold_rew`` (10000,
         ``first_epoch.max``; None: no maximum)
@@ -125,6 +131,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         grad_clip: float | list[float] | tuple[float, ...] = (1.0, 100.0, 100.0),
         batch_size: int = 32,
         rew_end_seq_length: int = 19,
+        rew_end_event_fraction: float = 0.0,
         initial_collect_steps: int = 5000,
         initial_collect_max_steps: int | None = 10000,
         threshold_rew: int = 10,
@@ -162,6 +169,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         if int(initial_collect_steps) < 1 or int(collect_steps) < 1:
             raise ValueError(f"initial_collect_steps={initial_collect_steps} and collect_steps={collect_steps} "
                              "must be >= 1")
+        if not 0.0 <= float(rew_end_event_fraction) <= 1.0:
+            raise ValueError(f"rew_end_event_fraction={rew_end_event_fraction} must be in [0, 1]")
         if int(threshold_rew) < 0 or int(num_final_epochs) < 0:
             raise ValueError(f"threshold_rew={threshold_rew} and num_final_epochs={num_final_epochs} must be >= 0")
         optimizer_class(optimizer)  # a name it knows
@@ -180,6 +189,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         self.weight_decay, self.grad_clip = weight_decays, grad_clips
         self.warmup_steps, self.batch_size, self.rew_end_seq_length = int(warmup_steps), int(batch_size), \
             int(rew_end_seq_length)
+        self.rew_end_event_fraction = float(rew_end_event_fraction)
         self.initial_collect_steps, self.collect_steps = int(initial_collect_steps), int(collect_steps)
         self.initial_collect_max_steps = None if initial_collect_max_steps is None else int(initial_collect_max_steps)
         self.threshold_rew, self.num_final_epochs = int(threshold_rew), int(num_final_epochs)
@@ -238,6 +248,22 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
                                                   weights=self.sample_weights, counter_key="diamond")
         return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
 
+    def _rew_end_segments(self) -> Any:
+        """A reward/end batch: the paper's segments, ``rew_end_event_fraction`` of them drawn around rare events."""
+        buffer, seq_len = self.episode_buffer, self.rew_end_seq_length
+        events = [buffer.find_steps("rew", lambda r: r < 0), buffer.find_steps("rew", lambda r: r > 0),
+                  buffer.find_steps("end", lambda e: e)]
+        n_event = round(self.rew_end_event_fraction * self.batch_size) if any(len(i) for i, _ in events) else 0
+        if n_event == 0:
+            return self._segments(self.batch_size, seq_len, True)
+        p = buffer.probabilities(self.sample_weights, "diamond")
+        ids, starts = draw_segment_starts(buffer.lengths, p, self.batch_size - n_event, seq_len, self._sampler, True)
+        event_ids, event_starts = draw_event_segment_starts(events, n_event, seq_len, self._sampler)
+        ids, starts = np.concatenate((ids, event_ids)), np.concatenate((starts, event_starts))
+        buffer.count_draws(ids, "diamond")
+        seg = buffer.get_segments(ids, starts, seq_len)
+        return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
+
     def _contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         seg = self.episode_buffer.sample_segments(n, self.policy.denoiser.cfg.unet.num_steps_conditioning,
                                                   self._sampler, False, weights=self.sample_weights,
@@ -259,7 +285,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         for _ in range(steps[0]):
             add(self._denoiser_step(self._segments(self.batch_size, self.policy.denoiser.cfg.seq_length, False)))
         for _ in range(steps[1]):
-            add(self._rew_end_step(self._segments(self.batch_size, self.rew_end_seq_length, True)))
+            add(self._rew_end_step(self._rew_end_segments()))
         self.policy.denoiser.eval()  # the world model only imagines from here on
         self.policy.rew_end_model.eval()
         for _ in range(steps[2]):

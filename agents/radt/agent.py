@@ -37,11 +37,11 @@ from agents.common.gradient_steps import GradientStepAlgorithm
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS
+from agents.common.precision import autocast, check_precision
 from agents.radt.policy import SequencePolicy
 from envs.datasets import episode_returns, load_dataset
 from envs.return_to_go import OBS_KEY, ReturnToGoVecEnv, unwrap_conditioning
 
-PRECISIONS = ("fp32", "bf16")
 PAD_ACTION = -10.0  # the DT code pads actions with -10 (never attended to: padded keys are masked)
 
 
@@ -72,8 +72,9 @@ class SequenceAgent(GradientStepAlgorithm):
     :param return_scale: returns-to-go are divided by it
     :param max_ep_len: episode timesteps beyond it share the last timestep embedding
     :param target_return: return the eval env is conditioned on (None: the dataset's 95th percentile)
-    :param precision: ``fp32``, or ``bf16``: the training forward pass under bfloat16 autocast (matrix products in
-        bf16, on CPUs with AMX/AVX512-BF16 about 1.8x faster here; weights, optimizer and acting stay fp32)
+    :param precision: ``fp32``, ``bf16`` (the training forward pass under bfloat16 autocast; weights, optimizer and
+        acting stay fp32; about 1.8x faster on CPUs with AMX, 10x slower on AVX2-only CPUs, where torch emulates it)
+        or ``auto`` (bf16 where native: :mod:`agents.common.precision`)
     :param log_interval: gradient steps between two dumps of the ``train/*`` logs
     """
 
@@ -122,8 +123,7 @@ class SequenceAgent(GradientStepAlgorithm):
                 raise ValueError(f"{name}={value}; expected an integer >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout}; expected a value in [0, 1)")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not allowed; choose one of: {', '.join(PRECISIONS)}")
+        check_precision(precision)
         if return_scale <= 0:
             raise ValueError(f"return_scale={return_scale}; expected a positive number")
         optimizer_class(optimizer)  # a name it knows
@@ -272,7 +272,7 @@ class SequenceAgent(GradientStepAlgorithm):
         lr = self.current_learning_rate()
         for group in self.policy.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with autocast(self.precision, self.device):
             predicted = self.ddp(self.policy.model)(
                 batch["states"], batch["actions"], batch["returns_to_go"], batch["timesteps"], batch["valid"]
             )
