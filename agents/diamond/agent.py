@@ -89,8 +89,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     :param rew_end_event_fraction: share of each reward/end batch drawn around a rare event (0: the paper's
         sampling, every segment drawn like the denoiser's). ``round(fraction x batch_size)`` segments each hold a
         step drawn from one kind of event, the kinds (negative reward, positive reward, end) drawn with equal
-        probability among those the buffer holds; the rest are drawn as in the paper. ``preset=cpu`` uses it: with
-        ~1% of 1,300 updates of 8 segments the model never sees enough rewards to tell them apart (see its file)
+        probability among those the buffer holds; the rest are drawn as in the paper. It shifts the model's base rates
+        toward the drawn ones; ``preset=cpu`` keeps 0 (measured on Breakout in its file)
     :param initial_collect_steps: random env steps of the initial collection at least (5000, ``first_epoch.min``)
     :param initial_collect_max_steps: the initial collection stops there even below ``threshold_rew`` (10000,
         ``first_epoch.max``; None: no maximum)
@@ -251,10 +251,10 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     def _rew_end_segments(self) -> Any:
         """A reward/end batch: the paper's segments, ``rew_end_event_fraction`` of them drawn around rare events."""
         buffer, seq_len = self.episode_buffer, self.rew_end_seq_length
+        n_event = round(self.rew_end_event_fraction * self.batch_size)
         events = [buffer.find_steps("rew", lambda r: r < 0), buffer.find_steps("rew", lambda r: r > 0),
-                  buffer.find_steps("end", lambda e: e)]
-        n_event = round(self.rew_end_event_fraction * self.batch_size) if any(len(i) for i, _ in events) else 0
-        if n_event == 0:
+                  buffer.find_steps("end", lambda e: e)] if n_event else []
+        if not any(len(ids) for ids, _ in events):  # fraction 0, or no event collected yet
             return self._segments(self.batch_size, seq_len, True)
         p = buffer.probabilities(self.sample_weights, "diamond")
         ids, starts = draw_segment_starts(buffer.lengths, p, self.batch_size - n_event, seq_len, self._sampler, True)
