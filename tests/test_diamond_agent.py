@@ -286,8 +286,8 @@ def test_collected_episodes_keep_their_final_frame_and_the_reward_end_model_sees
 
 
 def test_reward_end_batches_may_hold_a_share_of_segments_drawn_around_rewards_and_ends() -> None:
-    """``rew_end_event_fraction`` (preset=cpu): round(fraction x batch) segments each hold a reward or an end among
-    their transitions, the rest are the paper's; 0 draws exactly the paper's batch."""
+    """``rew_end_event_fraction``: round(fraction x batch) segments each hold a reward or an end among their
+    transitions, the rest are the paper's; 0 (the default, and preset=cpu's) draws exactly the paper's batch."""
     env = breakout_env()
     model = tiny_diamond(env, initial_collect_steps=300, initial_collect_max_steps=300, batch_size=8,
                          rew_end_event_fraction=0.5, rew_end_seq_length=6).learn(1)
