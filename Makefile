@@ -23,7 +23,7 @@ demo: venv
 	$(BIN)/python -m runners.demo
 
 test: venv
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: venv
 	$(BIN)/python -m runners.bench all

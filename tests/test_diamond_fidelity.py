@@ -109,16 +109,15 @@ def test_reward_end_accuracy_counts_every_real_transition_once() -> None:
 
 @pytest.mark.slow
 def test_bench_diamond_fidelity_and_ddpm_parts_run_on_real_breakout(tmp_path: Path) -> None:
-    """A tiny DIAMOND run, then the fidelity and EDM-vs-DDPM parts on tiny budgets: every predictor row is there,
-    with finite errors, and the report keeps both sections."""
-    import subprocess
-    import sys
-
+    """A tiny DIAMOND run (150 random steps, one epoch of 50, a final epoch), then the fidelity and EDM-vs-DDPM parts
+    on tiny budgets: every predictor row is there, with finite errors, and the report keeps both sections."""
+    from runners import train
     from runners.bench_diamond import run
+    from runners.cli import run_main
 
     run_dir = tmp_path / "diamond"
-    subprocess.run([sys.executable, "-m", "runners.train", "agent=diamond", "env=breakout", "preset=tiny",
-                    "progress_bar=false", "torch_threads=1", f"run_dir={run_dir}"], check=True, capture_output=True)
+    assert run_main(train.main, ["agent=diamond", "env=breakout", "preset=tiny", "total_timesteps=200",
+                                 "progress_bar=false", "torch_threads=1", f"run_dir={run_dir}"]) == 0
     out = tmp_path / "diamond.md"
     text = run(str(out), parts="fidelity,ddpm", size="tiny", model=str(run_dir / "final"), heldout_steps="200",
                windows="3", horizon="3", ddpm_frames="200", ddpm_steps="3", ddpm_batch="2", cache=str(tmp_path / "c"))

@@ -29,6 +29,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents.common.distributed import data_parallel, distributed_session, rank_streams, torchrun_env
+from tests.forkserver import spawn_ranks
 from tests.test_act import SIZE, needle_env, record
 from tests.test_act import TINY as ACT_TINY
 from tests.test_delta_iris_agent import CRAFTER, tiny_delta_iris
@@ -88,7 +89,7 @@ def one_ddp_update(rank: int, world: int, port: int, agent: str, data: str, out:
 
 
 def run_two_ranks(agent: str, data: str, out: Path) -> list[dict]:
-    torch.multiprocessing.spawn(one_ddp_update, args=(2, free_port(), agent, data, str(out)), nprocs=2, join=True)
+    spawn_ranks(one_ddp_update, (2, free_port(), agent, data, str(out)))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
@@ -216,15 +217,20 @@ def test_torchrun_writes_one_run_whose_final_model_loads_in_one_process(ddp_run:
 
 
 @pytest.mark.slow
-def test_resumed_ddp_run_equals_the_uninterrupted_one(ddp_run: tuple[Path, str], scripted_dataset: str,  # noqa: F811
-                                                      tmp_path) -> None:
-    """Rank 0 continues its saved sampler, rank 1 its (seed, rank, step) stream: the weights after 10 + 10 steps are
-    those of the 20-step run (about 30 s: two more torchrun launches)."""
+def test_resumed_ddp_run_equals_the_uninterrupted_one(ddp_run: tuple[Path, str], tmp_path) -> None:
+    """A copy of the 20-step run cut back to its step-10 checkpoint (a run killed just after it) is resumed by
+    torchrun: rank 0 continues its saved sampler, rank 1 its (seed, rank, step) stream, and the weights after 10 + 10
+    steps are those of the 20-step run (one more torchrun launch)."""
+    import shutil
+
     from agents.common.checkpoint import load_checkpoint
 
-    run_dir = tmp_path / "resumed"
-    torchrun(dt_args(scripted_dataset, run_dir, steps=10))
-    torchrun([f"resume={run_dir}", "total_timesteps=20"])
+    run_dir = Path(shutil.copytree(ddp_run[0], tmp_path / "resumed"))
+    for later in (run_dir / "checkpoints" / "step_0000000020", run_dir / "final", run_dir / "best"):
+        shutil.rmtree(later, ignore_errors=True)
+    (run_dir / "results.json").unlink()
+    out = torchrun([f"resume={run_dir}", "total_timesteps=20"]).stdout
+    assert "from step_0000000010" in out
     a, _ = load_checkpoint(ddp_run[0] / "final")
     b, _ = load_checkpoint(run_dir / "final")
     assert a.keys() == b.keys()
@@ -428,7 +434,7 @@ def codebook_case(rank: int):  # noqa: ANN201  (16 codes of 4 values, seed 0; 6 
 
 
 def test_the_codebook_ema_sums_its_statistics_over_the_ranks_and_a_revival_is_rank_0s(tmp_path) -> None:
-    torch.multiprocessing.spawn(codebook_update, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(codebook_update, (2, free_port(), str(tmp_path)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     reference, patches = codebook_case(0)
     both = torch.cat([patches, codebook_case(1)[1]])
@@ -454,7 +460,7 @@ def test_one_ddp_update_of_each_world_model_component_equals_the_update_on_the_c
     DIAMOND's denoiser, reward/end model and actor-critic, Δ-IRIS's tokenizer (its EMA codebook included), world model
     and actor-critic (its EMA target included) take the update of the two ranks' batches together."""
     port = free_port()
-    torch.multiprocessing.spawn(world_model_update, args=(2, port, agent, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(world_model_update, (2, port, agent, str(tmp_path)))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     reference = with_episodes(world_model_agent(agent, **LINEAR_STEP))
     draws = own_draws(reference)  # rank 0 collects what one process collects, rank 1 its own env seed and actions
@@ -524,14 +530,27 @@ def wm_args(agent: str, run_dir: Path, steps: int) -> list[str]:
             "eval_freq=0", "eval_episodes=1", "progress_bar=false", "torch_threads=1", f"run_dir={run_dir}"]
 
 
-@pytest.fixture(scope="module", params=["diamond", "delta_iris"])
-def wm_ddp_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, str]:
-    """A tiny world-model run on 2 processes (torchrun, gloo): the agent, the run directory and the printed output.
-    DIAMOND: 50 random steps, 25 more while no minority reward is seen on every rank (up to 75), 25 of the policy,
-    then a final epoch; Δ-IRIS: 60 random steps, 20 of the policy, a final epoch."""
-    agent = request.param
-    run_dir = tmp_path_factory.mktemp(f"ddp_{agent}") / "run"
-    return agent, run_dir, torchrun(wm_args(agent, run_dir, WM_BUDGET[agent])).stdout
+@pytest.fixture(scope="module")
+def wm_ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Tiny world-model runs on 2 processes (torchrun, gloo), made on first use: agent -> (run directory, printed
+    output). DIAMOND: 50 random steps, 25 more while no minority reward is seen on every rank (up to 75), 25 of the
+    policy, then a final epoch; Δ-IRIS: 60 random steps, 20 of the policy, a final epoch. (A dict rather than a
+    parametrized fixture: pytest-xdist may order the tests so that a parametrized one is built twice.)"""
+    root = tmp_path_factory.mktemp("ddp_wm")
+
+    class Runs(dict):
+        def __missing__(self, agent: str) -> tuple[Path, str]:
+            run_dir = root / agent / "run"
+            self[agent] = run_dir, torchrun(wm_args(agent, run_dir, WM_BUDGET[agent])).stdout
+            return self[agent]
+
+    return Runs()
+
+
+@pytest.fixture(params=["diamond", "delta_iris"])
+def wm_ddp_run(request: pytest.FixtureRequest, wm_ddp_runs: dict) -> tuple[str, Path, str]:
+    """The agent, the run directory and the printed output of its tiny torchrun run."""
+    return request.param, *wm_ddp_runs[request.param]
 
 
 def test_torchrun_trains_a_world_model_agent_and_rank_0_writes_a_run_that_loads_in_one_process(

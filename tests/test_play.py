@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def run_play(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+def run_play(*args: str, stdin: str = "") -> subprocess.CompletedProcess:  # the command line, stdin typed in
     return subprocess.run([sys.executable, "-m", "runners.play", *args], cwd=REPO, input=stdin, capture_output=True,
                           text=True, timeout=300)
 
@@ -88,23 +88,23 @@ def test_compare_replays_the_same_actions_in_the_real_env_from_the_same_context(
     assert not np.array_equal(imagined[-1], real[-1])
 
 
-def test_random_and_policy_play_write_gifs_of_the_context_and_every_imagined_step(run_dir: Path,
-                                                                                  tmp_path: Path) -> None:
+def test_random_and_policy_play_write_gifs_of_the_context_and_every_imagined_step(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "random.gif"
-    done = run_play(f"model={run_dir}", "actor=random", "steps=5", f"out={out}")  # a run directory: its final/
-    assert done.returncode == 0, done.stderr
+    assert run_main(play.main, [f"model={run_dir}", "actor=random", "steps=5", f"out={out}"]) == 0  # its final/
+    printed = capsys.readouterr().out
     assert gif_frames(out).shape == (CONTEXT + 5, SIDE * SCALE + CAPTION, SIDE * SCALE, 3)
-    assert "played 5 steps" in done.stdout and "imagined return" in done.stdout
-    assert "actions: 0 NOOP, 1 FIRE, 2 RIGHT, 3 LEFT" in done.stdout
+    assert "played 5 steps" in printed and "imagined return" in printed
+    assert "actions: 0 NOOP, 1 FIRE, 2 RIGHT, 3 LEFT" in printed
 
     out = tmp_path / "policy.gif"
-    done = run_play(f"model={run_dir / 'final'}", "actor=policy", "compare=true", "steps=3", "fps=10", f"out={out}")
-    assert done.returncode == 0, done.stderr
+    argv = [f"model={run_dir / 'final'}", "actor=policy", "compare=true", "steps=3", "fps=10", f"out={out}"]
+    assert run_main(play.main, argv) == 0
     frames = gif_frames(out)
     assert frames.shape == (CONTEXT + 3, SIDE * SCALE + CAPTION, 2 * SIDE * SCALE, 3)
     half = SIDE * SCALE
     np.testing.assert_array_equal(frames[0, :half, :half], frames[0, :half, half:])  # the real context, twice
-    assert "real return" in done.stdout
+    assert "real return" in capsys.readouterr().out
 
 
 def test_a_person_plays_by_typing_action_numbers_and_names_on_stdin(run_dir: Path, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Training processes for the kill-and-resume and determinism tests: ``runners.train`` with test hooks.
 
 :func:`start` runs ``runners.train`` in a separate process forked from a fork server that has imported the zoo
-once (a fresh interpreter, not the pytest process), so that a test can start dozens of runs without paying the
-imports each time. Two hooks, set per process:
+once (``tests/forkserver.py``: a fresh interpreter, not the pytest process), so that a test can start dozens of runs
+without paying the imports each time. Two hooks, set per process:
 
 - ``progress=<file>``: every callback step writes ``num_timesteps`` into ``<file>`` (12 digits, in place), so that
   the parent knows how far the run got when it killed it; ``step_delay=<s>`` sleeps that long per step, so that
@@ -13,7 +13,6 @@ imports each time. Two hooks, set per process:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["runners.train", "agents.common.registry", "envs.factory"]
+from tests.forkserver import context
 
 
 def install_hooks(progress: Path | None, step_delay: float, slow_save: float) -> None:
@@ -68,9 +67,6 @@ def _train(args: list[str], out: Path, progress: Path | None, step_delay: float,
 def start(args: list[str], out: Path, progress: Path | None = None, step_delay: float = 0.0,
           slow_save: float = 0.0) -> BaseProcess:
     """Start ``python -m runners.train <args>`` (stdout and stderr to ``out``); returns the running process."""
-    os.environ.setdefault("MUJOCO_GL", "egl")  # before the fork server imports MuJoCo
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    process = context.Process(target=_train, args=(args, out, progress, step_delay, slow_save), daemon=True)
+    process = context().Process(target=_train, args=(args, out, progress, step_delay, slow_save), daemon=True)
     process.start()
     return process
