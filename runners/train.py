@@ -41,6 +41,7 @@ from agents.common.distributed import DistributedContext, distributed_session, t
 from agents.common.evaluation import conditioned_env, evaluate
 from agents.common.logger import configure_logger, log_text
 from agents.common.nan_guard import NanGuardCallback
+from agents.common.precision import resolve_precision
 from agents.common.registry import REGISTRY, check_compatible, get_spec, make_agent
 from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
@@ -165,6 +166,7 @@ class Trainer:
             "seed": self.cfg.seed,
             "num_timesteps": int(self.model.num_timesteps),
             "wall_time_s": round(self.model.train_wall_time_s, 1),
+            **training_precision(self.model),
             "final_model": str(self.run_dir / "final"),
             "eval": result.as_dict(),
         }
@@ -226,6 +228,14 @@ def distributed_agents() -> list[str]:
     return found
 
 
+def training_precision(model: Any) -> dict[str, str]:
+    """For the agents with a ``precision`` option (DT, RADT, ACT, Δ-IRIS): the option and what it resolved to on the
+    model's device (``auto`` is bf16 only where bf16 is native, agents/common/precision.py); else nothing."""
+    if not isinstance(getattr(model, "precision", None), str):
+        return {}
+    return {"precision": resolve_precision(model.precision, model.device), "precision_option": model.precision}
+
+
 def _train(cfg: DictConfig, run_dir: Path, resume_from: Path | None, dist: DistributedContext | None = None) -> int:
     trainer = Trainer(cfg, resume_from, dist)  # bad input (or a refused checkpoint) fails here, before any write
     if not trainer.writes:
@@ -239,6 +249,9 @@ def _train(cfg: DictConfig, run_dir: Path, resume_from: Path | None, dist: Distr
     trainer.attach(run_dir)
     if resume_from is not None:
         print(f"resuming {run_dir} from {resume_from.name} (step {trainer.model.num_timesteps})")
+    if precision := training_precision(trainer.model):
+        print(f"precision={precision['precision_option']}: training in {precision['precision']} on "
+              f"{trainer.model.device}")
     try:
         summary = trainer.train()
     except ValueError as e:  # a failure inside training is a bug or a fault, not bad input: keep the traceback

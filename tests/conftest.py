@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     pytest-xdist 3.8 tells the scheduler a test's group by appending ``@<group>`` to its id, by assigning the
     ``_nodeid`` that pytest 9 no longer reads (pytest 9 keeps the id in ``_id``); under pytest 9 this hook appends it.
     """
-    rename = config.getvalue("loadgroup") and not hasattr(items[0] if items else None, "_nodeid")
+    rename = getattr(config.option, "loadgroup", False) and not hasattr(items[0] if items else None, "_nodeid")
     for item in items:
         group = _xdist_group(item)
         if group is not None:

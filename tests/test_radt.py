@@ -289,6 +289,7 @@ def test_train_and_evaluate_runners(scripted_dataset: str, tmp_path) -> None:
                        "progress_bar=false", "torch_threads=1", f"run_dir={run}"]) == 0
     summary = json.loads((run / "results.json").read_text())
     assert summary["num_timesteps"] == 200 and summary["eval"]["episodes"] == 1
+    assert (summary["precision_option"], summary["precision"]) == ("fp32", "fp32")  # the agent's default
     out = tmp_path / "alignment.json"
     assert evaluate_main([f"model={run / 'final'}", "targets=paper", "episodes=1", f"out={out}",
                           f"plot={tmp_path / 'plot.png'}"]) == 0

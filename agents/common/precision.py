@@ -5,7 +5,8 @@ AVX512-BF16 or AMX (oneDNN's ``_is_mkldnn_bf16_supported``). On other CPUs torch
 AMD EPYC here a 3,840 x 64 x 256 linear layer took 87 ms under bf16 autocast against 8.9 ms in fp32 (2026-12-02,
 one thread), and a DT benchmark run of the bf16 cpu preset trained 0.69 steps/s where the AMX machine it was sized on
 did its 3,000 steps in about 6 min. ``auto`` (the cpu presets' choice) is bf16 where it is native and fp32 elsewhere,
-resolved on every autocast from the hardware query, which is made once per process.
+resolved on every autocast from the hardware query, which is made once per process. A training run prints what it
+resolved to and records it in its results.json (``runners.train.training_precision``).
 """
 
 from __future__ import annotations
