@@ -188,6 +188,25 @@ def test_sampling_updates_only_its_own_counter_and_new_episodes_start_at_zero() 
     assert buffer.counts("tokenizer").tolist() == [*np.bincount(seg.episode_ids, minlength=2).tolist(), 0]
 
 
+def test_extra_windows_are_drawn_after_the_sampled_ones_appended_and_counted() -> None:
+    buffer = make_buffer([3, 4])
+    plain = buffer.sample_segments(2, 2, np.random.default_rng(5), counter_key="a")
+    drawn = []
+
+    def extra(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        drawn.append(rng.integers(0, 2**31))  # the generator continues after the two sampled windows
+        return np.array([1]), np.array([2])  # episode 1, steps 2 and 3: rew 13, 14
+
+    seg = buffer.sample_segments(2, 2, np.random.default_rng(5), counter_key="b", extra=extra)
+    np.testing.assert_array_equal(seg.episode_ids, [*plain.episode_ids, 1])
+    np.testing.assert_array_equal(seg.rew[:2], plain.rew)
+    np.testing.assert_array_equal(seg.rew[2], [13, 14])
+    rng = np.random.default_rng(5)
+    buffer.sample_segments(2, 2, rng, counter_key="c")
+    assert drawn == [rng.integers(0, 2**31)]
+    np.testing.assert_array_equal(buffer.counts("b"), np.bincount([*plain.episode_ids, 1], minlength=2))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Storage: eviction, growth, dtypes, incremental collection
 # ----------------------------------------------------------------------------------------------------------------

@@ -370,12 +370,15 @@ class EpisodeBuffer:
         weights: str | Sequence[float] | None = None,
         counter_key: str = "default",
         count_alpha: float = 5.0,
+        extra: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> Segment:
         """Draw ``batch_size`` windows of ``seq_len`` steps as DIAMOND's ``BatchSampler.sample`` does.
 
         Episodes are drawn by :meth:`probabilities`, windows placed by DIAMOND's padding rules
         (:func:`~agents.common.episode_sampling.draw_segment_starts`: both sides with ``can_sample_beyond_end``,
-        else the left only). Every draw is added to the counts of ``counter_key`` afterwards.
+        else the left only). ``extra(rng)``, drawn after them, gives more windows (episode ids, starts) to append,
+        such as DIAMOND's windows around rare events. Every draw is added to the counts of ``counter_key``
+        afterwards.
         """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
@@ -383,6 +386,9 @@ class EpisodeBuffer:
             raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}; both must be >= 1")
         p = self.probabilities(weights, counter_key, count_alpha)
         episode_ids, starts = draw_segment_starts(self._lengths, p, batch_size, seq_len, rng, can_sample_beyond_end)
+        if extra is not None:
+            more_ids, more_starts = extra(rng)
+            episode_ids, starts = np.concatenate((episode_ids, more_ids)), np.concatenate((starts, more_starts))
         self.count_draws(episode_ids, counter_key)
         return self.get_segments(episode_ids, starts, seq_len)
 

@@ -50,7 +50,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.common.actor_critic import ImaginationLoop, actor_critic_loss
 from agents.common.episode_buffer import EpisodeBuffer
-from agents.common.episode_sampling import draw_event_segment_starts, draw_segment_starts
+from agents.common.episode_sampling import draw_event_segment_starts
 from agents.common.hyperparams import encode_hyperparams
 from agents.common.optim import check_optimizer_kwargs, optimizer_class
 from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
@@ -243,9 +243,9 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         opt.step()
         return float(norm)
 
-    def _segments(self, batch_size: int, seq_len: int, beyond_end: bool) -> Any:
+    def _segments(self, batch_size: int, seq_len: int, beyond_end: bool, extra: Any = None) -> Any:
         seg = self.episode_buffer.sample_segments(batch_size, seq_len, self._sampler, beyond_end,
-                                                  weights=self.sample_weights, counter_key="diamond")
+                                                  weights=self.sample_weights, counter_key="diamond", extra=extra)
         return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
 
     def _rew_end_segments(self) -> Any:
@@ -256,13 +256,8 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
                   buffer.find_steps("end", lambda e: e)] if n_event else []
         if not any(len(ids) for ids, _ in events):  # fraction 0, or no event collected yet
             return self._segments(self.batch_size, seq_len, True)
-        p = buffer.probabilities(self.sample_weights, "diamond")
-        ids, starts = draw_segment_starts(buffer.lengths, p, self.batch_size - n_event, seq_len, self._sampler, True)
-        event_ids, event_starts = draw_event_segment_starts(events, n_event, seq_len, self._sampler)
-        ids, starts = np.concatenate((ids, event_ids)), np.concatenate((starts, event_starts))
-        buffer.count_draws(ids, "diamond")
-        seg = buffer.get_segments(ids, starts, seq_len)
-        return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
+        return self._segments(self.batch_size - n_event, seq_len, True,
+                              extra=lambda rng: draw_event_segment_starts(events, n_event, seq_len, rng))
 
     def _contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         seg = self.episode_buffer.sample_segments(n, self.policy.denoiser.cfg.unet.num_steps_conditioning,
