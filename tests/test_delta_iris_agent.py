@@ -162,7 +162,7 @@ def test_official_crafter_defaults() -> None:
     assert tuple(defaults["steps_per_epoch"]) == (500, 500, 500)
     assert tuple(defaults["batch_size"]) == (32, 32, 86) and tuple(defaults["sequence_length"]) == (21, 21)
     assert (defaults["burn_in_length"], defaults["horizon"], defaults["gamma"], defaults["lam"]) == (5, 15, 0.997, 0.95)
-    assert (defaults["priority_alpha"], defaults["tau"], defaults["precision"]) == (5.0, 0.995, "bf16")
+    assert (defaults["priority_alpha"], defaults["tau"], defaults["precision"]) == (5.0, 0.995, "auto")
     assert DeltaIris.official_eval_deterministic is False  # the official test collector samples
 
 

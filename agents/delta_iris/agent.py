@@ -12,9 +12,9 @@ github.com/vmicheli/delta-iris; the shared :class:`~agents.common.epoch_loop.Epo
 - **Training**, per epoch and in this order: the tokenizer, the world model and the actor-critic, each from epoch
   ``start_after_epochs + 1`` on, ``steps_first_epoch`` updates in epoch 1 and ``steps_per_epoch`` later (Crafter
   5000/500, 2500/500, 500/500); tokenizer and world model on ``batch_size`` (32) segments of ``sequence_length`` (21)
-  steps under ``precision`` (bf16 autocast, official ``use_mixed_precision``), the actor-critic on ``batch_size[2]``
-  (86) imagined trajectories of ``horizon`` (15) steps from real ``burn_in_length + 1`` (6) frame segments
-  (:mod:`agents.delta_iris.actor_critic`), its EMA target updated at every step.
+  steps under ``precision`` (bf16 autocast where native, official ``use_mixed_precision``), the actor-critic on
+  ``batch_size[2]`` (86) imagined trajectories of ``horizon`` (15) steps from real ``burn_in_length + 1`` (6) frame
+  segments (:mod:`agents.delta_iris.actor_critic`), its EMA target updated at every step.
 - **Replay**: one shared :class:`~agents.common.episode_buffer.EpisodeBuffer`; each component draws episodes with
   ``p ∝ (1 / (1 + count))^priority_alpha`` over its own draw counts (alpha 5 Crafter, 1 Atari), counted from epoch 2 on
   (official ``should_update_counts=(epoch > 1)``); tokenizer and world-model segments may pad on both sides of an
@@ -126,8 +126,9 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
     :param tau: EMA rate of the target actor-critic (0.995)
     :param epsilon: random-action probability while collecting (0.01)
     :param temperature: of the policy's sampling while collecting (1.0)
-    :param precision: ``bf16`` (autocast for tokenizer and world model, official), ``fp32`` or ``auto`` (bf16 where
-        native: :mod:`agents.common.precision`)
+    :param precision: ``auto`` (bf16 autocast for tokenizer and world model where bf16 is native, as the official
+        ``use_mixed_precision`` on its GPUs; fp32 on CPUs that would emulate it 10x slower:
+        :mod:`agents.common.precision`), ``bf16`` or ``fp32``
     :param buffer_capacity: env steps kept in the episode buffer (None: all)
     :param log_interval: epochs between two dumps of the logs
     """
@@ -166,7 +167,7 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
         tau: float = 0.995,
         epsilon: float = 0.01,
         temperature: float = 1.0,
-        precision: str = "bf16",
+        precision: str = "auto",
         buffer_capacity: int | None = None,
         log_interval: int = 1,
         policy_kwargs: dict[str, Any] | None = None,
