@@ -16,10 +16,9 @@ def _xdist_group(item: pytest.Item) -> str | None:
     """The tests that share an expensive fixture: those of one agent in tests/reliability (its tiny and long
     reference runs), and those of a module that builds a module- or session-scoped fixture of its own (a trained run,
     a dataset, recorded frames)."""
-    callspec = getattr(item, "callspec", None)
-    if "reliability" in item.nodeid.split("::")[0] and callspec is not None and "agent" in callspec.params:
+    module, callspec = item.nodeid.split("::")[0], getattr(item, "callspec", None)
+    if "reliability" in module and callspec is not None and "agent" in callspec.params:
         return f"agent-{callspec.params['agent']}"
-    module = item.nodeid.split("::")[0]
     for defs in item._fixtureinfo.name2fixturedefs.values():
         if any(d.scope in ("module", "session") and d.baseid == module for d in defs):
             return module

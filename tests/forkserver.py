@@ -15,9 +15,11 @@ from multiprocessing.context import BaseContext
 
 import torch
 
-PRELOAD = ["torch._dynamo", "runners.train", "agents.common.registry", "envs.factory", "agents.baselines",
-           "agents.stochdqn.stochdqn", "agents.stochdqn.tabular", "agents.radt.agent", "agents.act.agent",
-           "agents.diamond.agent", "agents.delta_iris.agent"]
+from agents.common.registry import REGISTRY
+
+# every registered agent's module, from its spec, so that an agent added to the registry is preloaded too
+PRELOAD = ["torch._dynamo", "runners.train", "envs.factory",
+           *sorted({spec.target.split(":")[0] for spec in REGISTRY.values()})]
 
 
 def context() -> BaseContext:
