@@ -51,17 +51,23 @@ def run_suite(workers: int) -> list[tuple[str, str, bool]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "junit.xml"
         command = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider",
-                   f"--junitxml={report}", *(["-n", str(workers)] if workers > 1 else [])]
+                   f"--junitxml={report}", *(["-n", str(workers), "--dist", "loadgroup"] if workers > 1 else [])]
         subprocess.run(command, cwd=ROOT, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
                        check=False, capture_output=True)
-        tree = ET.parse(report)
+        return read_junit(report)
+
+
+def read_junit(report: Path) -> list[tuple[str, str, bool]]:
+    """(category, test id, passed) of the cases of a junit report of tests/reliability; skipped cases are left out
+    and the "@group" that ``--dist loadgroup`` appends to a test id (tests/conftest.py) is removed."""
     cases = []
-    for case in tree.iter("testcase"):
+    for case in ET.parse(report).iter("testcase"):
         module = case.get("classname", "").split(".")[-1]
         failed = any(child.tag in ("failure", "error") for child in case)
         skipped = any(child.tag == "skipped" for child in case)
         if module in CATEGORIES and not skipped:
-            cases.append((CATEGORIES[module], case.get("name", ""), not failed))
+            name = re.sub(r"@[^\[\]]*$", "", case.get("name", ""))
+            cases.append((CATEGORIES[module], name, not failed))
     return cases
 
 
@@ -71,7 +77,7 @@ def agent_of(category: str, name: str) -> str:
         return f"runners.{params.group(1).split('-')[1]}" if params and params.group(1).count("-") >= 2 else "(all)"
     tokens = re.split(r"[-\[\]]", name)
     found = [t for t in tokens if t in REGISTRY]
-    return found[0] if found else "(several)"
+    return found[0] if found else "(agent-independent)"
 
 
 def uncovered(per_agent: Counter[tuple[str, str]]) -> list[tuple[str, list[str]]]:

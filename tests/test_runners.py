@@ -119,3 +119,26 @@ def test_a_pickle_posing_as_a_checkpoint_is_refused_without_unpickling(
     assert run_main(evaluate.main, [f"model={path}"]) == 2
     assert "is a file, not a zoo checkpoint directory" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_reliability_summary_reads_junit_cases_with_and_without_the_loadgroup_suffix(tmp_path: Path) -> None:
+    from runners.bench_reliability import agent_of, read_junit
+
+    report = tmp_path / "junit.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.reliability.test_kill_resume" name="test_kill[dqn]@dqn"/>'
+        '<testcase classname="tests.reliability.test_disk_faults" name="test_save[radt-tensors]">'
+        '<failure message="boom"/></testcase>'
+        '<testcase classname="tests.reliability.test_disk_faults" name="test_zoo_add_fails"/>'
+        '<testcase classname="tests.reliability.test_determinism" name="test_same[act]"><skipped/></testcase>'
+        '<testcase classname="tests.test_runners" name="test_other"/>'
+        "</testsuite></testsuites>"
+    )
+    cases = read_junit(report)
+    assert cases == [
+        ("1. kill and resume", "test_kill[dqn]", True),
+        ("5. disk faults", "test_save[radt-tensors]", False),
+        ("5. disk faults", "test_zoo_add_fails", True),
+    ]
+    assert [agent_of(category, name) for category, name, _ in cases] == ["dqn", "radt", "(agent-independent)"]
