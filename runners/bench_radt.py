@@ -9,14 +9,16 @@ Parts, each measured side by side in one run on this machine and written to ``re
 - alignment: DT, RADT, RADT without SeqRA and RADT without StepRA trained on Hopper / HalfCheetah / Walker2d x
   medium / medium-replay with the same hyperparameters and gradient steps, then evaluated by the paper's protocol
   (7 targets between the 5th and 95th percentile of the dataset's returns): mean absolute error in normalized-score
-  units and the best normalized return, per dataset, over seeds; plots of achieved against target return.
+  units and the best normalized return, per dataset, over seeds; plots of achieved against target return. Each
+  budget (gradient steps, embedding width, episodes per target) is a row of its own: a longer budget adds rows beside
+  the shorter one's instead of replacing them, and ``models=dt,radt`` trains a subset.
 - cla: DT and RADT with and without ``cla_factor=2`` on hopper-medium: KV-cache bytes and alignment error.
 - norm: RADT and DT with ``norm=layernorm|layernorm_nobias|rmsnorm`` on hopper-medium: final loss, loss spikes
   (:func:`loss_spikes`), alignment error over seeds.
 
 Training runs are separate ``runners.train`` processes (two at a time, one torch thread each) under
-``runs/bench/radt``; a run whose directory already holds its results is reused, so an interrupted benchmark
-continues where it stopped.
+``runs/bench/radt/<part>/steps<N>-embed<E>``; a run whose directory already holds its results is reused, so an
+interrupted benchmark continues where it stopped (and a run of another budget never stands in for one of this).
 """
 
 from __future__ import annotations
@@ -138,9 +140,15 @@ class Plan:
     """The budget of the training runs (command-line options of the benchmark)."""
 
     def __init__(self, seeds: int, steps: int, embed: int, episodes: int, datasets: list[tuple[str, str]],
-                 workers: int, train: bool = True, first_seed: int = 0) -> None:
+                 workers: int, train: bool = True, first_seed: int = 0, models: list[str] | None = None) -> None:
         self.seeds, self.steps, self.embed, self.episodes = seeds, steps, embed, episodes
         self.datasets, self.workers, self.train, self.first_seed = datasets, workers, train, first_seed
+        self.models = list(MODELS) if models is None else models
+
+    def run_dir(self, part: str, *names: str) -> Path:
+        """Where a run of ``part`` trains: under a folder of the training budget, so that runs of two budgets never
+        share a directory (a finished run is reused as it is)."""
+        return RUNS.joinpath(part, f"steps{self.steps}-embed{self.embed}", *names)
 
     @property
     def seed_range(self) -> range:
@@ -198,14 +206,14 @@ def _train_and_evaluate(plan: Plan, runs: dict[tuple, list[str]]) -> dict[tuple,
 
 def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[str, str]],
                      results: dict[tuple, dict[str, Any]], date: str) -> dict[str, Any]:
-    """``record`` (dataset -> its latest measurement) with the datasets measured now entered.
+    """``record`` (dataset -> its measurements, one entry per budget) with the datasets measured now entered.
 
     An entry keeps, per model, each seed's error, best return and normalized achieved-vs-target curve, with the
     budget and date it was measured at, so that the table and the plots of datasets measured by earlier
     invocations (whose runs may be gone) stay in the report. A dataset measured again at the same budget keeps the
-    seeds measured before and not now (``first_seed=1 seeds=2`` adds seeds 1 and 2 to an entry of seed 0), and
-    its date lists both; at another budget the new measurement replaces the entry."""
-    record = dict(record)
+    seeds (and models) measured before and not now (``first_seed=1 seeds=2`` adds seeds 1 and 2 to an entry of seed
+    0), and its date lists both; at another budget the new measurement is an entry of its own beside the others."""
+    record = {name: list(entries) for name, entries in record.items()}
     for env, q in datasets:
         models = {
             model: [
@@ -220,8 +228,10 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
         if not any(models.values()):
             continue
         entry = {"date": date, "steps": plan.steps, "embed": plan.embed, "episodes": plan.episodes, "models": models}
-        old = record.get(f"{env}-{q}")
-        if old is not None and plan.same_budget(old):
+        entries = record.setdefault(f"{env}-{q}", [])
+        same = [i for i, old in enumerate(entries) if plan.same_budget(old)]
+        if same:
+            old = entries.pop(same[0])
             kept = {m: [r for r in old["models"].get(m, []) if r["seed"] not in plan.seed_range] for m in MODELS}
             if any(kept.values()):
                 entry["models"] = {m: sorted(kept[m] + models[m], key=lambda r: r["seed"]) for m in MODELS}
@@ -229,53 +239,66 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
                 entry["date"] = ", ".join([*earlier, date])
                 if "note" in old:
                     entry["note"] = old["note"]
-        record[f"{env}-{q}"] = entry
+        entries.append(entry)
+        entries.sort(key=lambda e: (e["steps"], e["embed"], e["episodes"]))
     return record
 
 
-def alignment_table(record: dict[str, Any]) -> tuple[list[str], int, int]:
-    """The rows of the alignment table over every dataset in ``record`` (in ``DATASETS`` order), and how many of
-    them RADT's error is below DT's on, of those where both were measured."""
-    rows = ["| dataset | " + " | ".join(MODELS) + " | RADT below DT | budget (measured) |",
-            "|-|" + "-|" * len(MODELS) + "-|-|"]
-    wins = compared = 0
+def budget_label(entry: Mapping[str, Any]) -> str:
+    return f"{entry['steps']:,} steps, embed {entry['embed']}, 7 x {entry['episodes']} episodes"
+
+
+def alignment_table(record: dict[str, Any]) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """The rows of the alignment table over every dataset in ``record`` (in ``DATASETS`` order, a row per budget),
+    and per budget how many datasets RADT's error is below DT's on, of those where both were measured."""
+    rows = ["| dataset | gradient steps | " + " | ".join(MODELS) + " | RADT below DT | budget (measured) |",
+            "|-|-|" + "-|" * len(MODELS) + "-|-|"]
+    verdicts: dict[str, tuple[int, int]] = {}
     for env, q in DATASETS:
-        entry = record.get(f"{env}-{q}")
-        if entry is None:
-            continue
-        cells, errors = [], {}
-        for model in MODELS:
-            found = entry["models"].get(model, [])
-            errors[model] = [r["mean_absolute_error"] for r in found]
-            best = [r["best_normalized_return"] for r in found]
-            cells.append(f"{mean_std(errors[model])} [{mean_std(best)}] ({len(found)} seeds)")
-        both = bool(errors["dt"]) and bool(errors["radt"])
-        better = both and np.mean(errors["radt"]) < np.mean(errors["dt"])
-        wins, compared = wins + better, compared + both
-        verdict = ("yes" if better else "no") if both else "not measured"
-        budget = (f"{entry['steps']:,} steps, embed {entry['embed']}, 7 x {entry['episodes']} episodes "
-                  f"({entry['date']}{'; ' + entry['note'] if 'note' in entry else ''})")
-        rows.append(f"| {env}-{q} | " + " | ".join(cells) + f" | {verdict} | {budget} |")
-    return rows, wins, compared
+        for entry in record.get(f"{env}-{q}", []):
+            cells, errors = [], {}
+            for model in MODELS:
+                found = entry["models"].get(model, [])
+                errors[model] = [r["mean_absolute_error"] for r in found]
+                best = [r["best_normalized_return"] for r in found]
+                cells.append(f"{mean_std(errors[model])} [{mean_std(best)}] ({len(found)} seeds)" if found
+                             else "not run")
+            both = bool(errors["dt"]) and bool(errors["radt"])
+            better = both and bool(np.mean(errors["radt"]) < np.mean(errors["dt"]))
+            label = budget_label(entry)
+            wins, compared = verdicts.get(label, (0, 0))
+            verdicts[label] = (wins + better, compared + both)
+            verdict = ("yes" if better else "no") if both else "not measured"
+            budget = f"{label} ({entry['date']}{'; ' + entry['note'] if 'note' in entry else ''})"
+            rows.append(f"| {env}-{q} | {entry['steps']:,} | " + " | ".join(cells) + f" | {verdict} | {budget} |")
+    return rows, verdicts
+
+
+def load_alignment_record(path: Path = ALIGNMENT_RECORD) -> dict[str, Any]:
+    """The alignment record; a dataset's entry written before budgets had rows of their own (one object rather than
+    a list of them) is read as a list of one."""
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    return {name: entries if isinstance(entries, list) else [entries] for name, entries in record.items()}
 
 
 def part_alignment(plan: Plan) -> str:
     datasets = [(env, q) for env, q in plan.datasets if dataset_path(env, q).is_file()]
     if not plan.train:
-        datasets = [(env, q) for env, q in datasets if (RUNS / "alignment" / f"{env}-{q}").is_dir()]
+        datasets = [(env, q) for env, q in datasets if plan.run_dir("alignment", f"{env}-{q}").is_dir()]
     runs = {
         (model, env, q, seed): plan.args(
-            model, env, q, seed, RUNS / "alignment" / f"{env}-{q}" / f"{model}_s{seed}", []
+            model, env, q, seed, plan.run_dir("alignment", f"{env}-{q}", f"{model}_s{seed}"), []
         )
         for env, q in datasets
-        for model in MODELS
+        for model in plan.models
         for seed in plan.seed_range
     }
     results = _train_and_evaluate(plan, runs)
-    previous = json.loads(ALIGNMENT_RECORD.read_text()) if ALIGNMENT_RECORD.is_file() else {}
-    record = record_alignment(previous, plan, datasets, results, _dt.date.today().isoformat())
+    record = record_alignment(load_alignment_record(), plan, datasets, results, _dt.date.today().isoformat())
     atomic_write_text(ALIGNMENT_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    table, wins, compared = alignment_table(record)
+    table, verdicts = alignment_table(record)
     rows = [
         "This invocation: " + plan.describe(),
         f"Measured now: {', '.join(f'{env}-{q}' for env, q in datasets) or 'none'}; the other rows are kept from "
@@ -286,19 +309,23 @@ def part_alignment(plan: Plan) -> str:
         "",
         *table,
         "",
-        f"RADT's error is below DT's on {wins} of the {compared} datasets where both were measured.",
+        "RADT's error is below DT's, of the datasets where both were measured: "
+        + "; ".join(f"at {label}: {wins} of {compared}" for label, (wins, compared) in verdicts.items()) + ".",
     ]
     if missing := [f"{env}-{q}" for env, q in DATASETS if f"{env}-{q}" not in record]:
         rows.append(f"Not measured yet: {', '.join(missing)}.")
     for env, q in datasets:  # the plots of the datasets kept from earlier invocations are already there
-        if (entry := record.get(f"{env}-{q}")) is not None:
-            _plot(env, q, {m: next((r for r in entry["models"].get(m, []) if r["seed"] == 0), None) for m in MODELS})
-    rows.append(f"Plots (seed 0): `{PLOTS}/radt_alignment_<dataset>.png`.")
-    rows.append("Achieved returns per target: `runs/bench/radt/alignment/<dataset>/<model>_s<seed>/alignment.json`.")
+        entry = next(e for e in record[f"{env}-{q}"] if plan.same_budget(e)) if f"{env}-{q}" in record else None
+        if entry is not None:
+            _plot(env, q, {m: next((r for r in entry["models"].get(m, []) if r["seed"] == 0), None) for m in MODELS},
+                  budget_label(entry))
+    rows.append(f"Plots (seed 0, of the budget measured last): `{PLOTS}/radt_alignment_<dataset>.png`.")
+    rows.append("Achieved returns per target: "
+                "`runs/bench/radt/alignment/steps<N>-embed<E>/<dataset>/<model>_s<seed>/alignment.json`.")
     return "\n".join(rows)
 
 
-def _plot(env: str, quality: str, results: dict[str, dict[str, Any] | None]) -> None:
+def _plot(env: str, quality: str, results: dict[str, dict[str, Any] | None], budget: str) -> None:
     from agents.radt.alignment import AlignmentResult
     from runners.evaluate import plot_alignment
 
@@ -308,14 +335,14 @@ def _plot(env: str, quality: str, results: dict[str, dict[str, Any] | None]) -> 
             # the normalized values are stored; plot them as they are
             curves[model] = AlignmentResult(r["normalized_targets"], [[a] for a in r["normalized_achieved"]])
     if curves:
-        title = f"{env}-{quality}: achieved vs target (normalized score, seed 0)"
+        title = f"{env}-{quality}: achieved vs target (normalized score, seed 0; {budget})"
         plot_alignment(curves, PLOTS / f"radt_alignment_{env}-{quality}.png", title)
 
 
 def part_cla(plan: Plan) -> str:
     runs = {
         (model, factor, seed): plan.args(model, "hopper", "medium", seed,
-                                         RUNS / "cla" / f"{model}_cla{factor}_s{seed}",
+                                         plan.run_dir("cla", f"{model}_cla{factor}_s{seed}"),
                                          [f"agent.cla_factor={factor}", "agent.n_layer=4"])
         for model in ("dt", "radt")
         for factor in (1, 2)
@@ -365,7 +392,7 @@ def _loss_stats(run_dir: Path, warmup_steps: int) -> tuple[float, int]:
 def part_norm(plan: Plan) -> str:
     norms = ("layernorm", "layernorm_nobias", "rmsnorm")
     runs = {
-        (model, norm, seed): plan.args(model, "hopper", "medium", seed, RUNS / "norm" / f"{model}_{norm}_s{seed}",
+        (model, norm, seed): plan.args(model, "hopper", "medium", seed, plan.run_dir("norm", f"{model}_{norm}_s{seed}"),
                                        [f"agent.norm={norm}", f"agent.log_interval={NORM_LOG_INTERVAL}"])
         for model in ("dt", "radt")
         for norm in norms
@@ -399,16 +426,20 @@ def part_norm(plan: Plan) -> str:
 
 def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: str = "3000", embed: str = "64",
         episodes: str = "5", datasets: str = "all", workers: str = "2", train: str = "true",
-        first_seed: str = "0") -> str:
+        first_seed: str = "0", models: str = "all") -> str:
     """``datasets``: ``all`` or comma-separated ``<env>-<quality>`` names, e.g. ``hopper-medium,halfcheetah-medium``;
-    ``seeds``: how many, from ``first_seed`` on (a later invocation with ``first_seed=`` adds seeds to the record)."""
+    ``seeds``: how many, from ``first_seed`` on (a later invocation with ``first_seed=`` adds seeds to the record);
+    ``models``: ``all`` or comma-separated names of the alignment part's models, e.g. ``dt,radt``."""
     names = {f"{env}-{q}": (env, q) for env, q in DATASETS}
     chosen = list(names) if datasets == "all" else [d for d in datasets.split(",") if d]
     if unknown := [d for d in chosen if d not in names]:
         raise ValueError(f"unknown dataset '{unknown[0]}'; choose from: {', '.join(names)}, all")
+    chosen_models = list(MODELS) if models == "all" else [m for m in models.split(",") if m]
+    if bad := [m for m in chosen_models if m not in MODELS] if chosen_models else [models]:
+        raise ValueError(f"unknown model '{bad[0]}'; choose from: {', '.join(MODELS)}, all")
     plan = Plan(parse_int("seeds", seeds, 1), parse_int("steps", steps, 1), parse_int("embed", embed, 1),
                 parse_int("episodes", episodes, 1), [names[d] for d in chosen], parse_int("workers", workers, 1),
-                parse_bool("train", train), parse_int("first_seed", first_seed, 0))
+                parse_bool("train", train), parse_int("first_seed", first_seed, 0), chosen_models)
     header = [
         "# Decision Transformer and RADT benchmark",
         "",
@@ -433,5 +464,6 @@ def run(out_path: str, parts: str = ",".join(PARTS), seeds: str = "3", steps: st
     # the budget options, written into each section's command line so that it reruns as measured
     options = {"seeds": seeds, "steps": steps, "embed": embed, "episodes": episodes, "datasets": datasets,
                "workers": workers, **({"train": train} if train != "true" else {}),
-               **({"first_seed": first_seed} if first_seed != "0" else {})}
+               **({"first_seed": first_seed} if first_seed != "0" else {}),
+               **({"models": models} if models != "all" else {})}
     return run_parts("radt", out_path, parts, header, titles, functions, options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -387,37 +389,41 @@ def test_loss_spikes_counts_jumps_over_the_recent_median_not_drifts() -> None:
     assert loss_spikes(1.05 ** np.arange(60)) == 0  # a steady 5% rise per log is a drift, not a spike
 
 
-def test_alignment_record_replaces_the_measured_datasets_and_keeps_the_others() -> None:
+def test_alignment_record_enters_the_measured_datasets_and_keeps_the_others_and_other_budgets() -> None:
     from runners.bench_radt import MODELS, Plan, alignment_table, record_alignment
 
     def result(error: float, best: float) -> dict:
         return {"mean_absolute_error": error, "best_normalized_return": best,
                 "normalized_targets": [1.0, 2.0], "normalized_achieved": [1.5, 2.5]}
 
-    kept = {"hopper-medium": {"date": "2026-11-24", "steps": 3000, "embed": 64, "episodes": 3, "note": "old",
-                              "models": {m: [{"seed": 0, "mean_absolute_error": 2.0, "best_normalized_return": 20.0}]
-                                         for m in MODELS}},
-            "walker2d-medium": {"date": "2026-11-24", "steps": 10, "embed": 8, "episodes": 1,
-                                "models": {"dt": [{"seed": 0, "mean_absolute_error": 9.0,
-                                                   "best_normalized_return": 1.0}]}}}
+    hopper = {"date": "2026-11-24", "steps": 3000, "embed": 64, "episodes": 3, "note": "old",
+              "models": {m: [{"seed": 0, "mean_absolute_error": 2.0, "best_normalized_return": 20.0}] for m in MODELS}}
+    walker_short = {"date": "2026-11-24", "steps": 10, "embed": 8, "episodes": 1,
+                    "models": {"dt": [{"seed": 0, "mean_absolute_error": 9.0, "best_normalized_return": 1.0}]}}
+    kept = {"hopper-medium": [hopper], "walker2d-medium": [walker_short]}
     plan = Plan(seeds=2, steps=3000, embed=64, episodes=3, datasets=[], workers=1)
     # walker2d-medium measured again (dt 2 seeds, radt 1 seed); hopper-medium-replay chosen but nothing finished
     results = {("dt", "walker2d", "medium", 0): result(3.0, 10.0), ("dt", "walker2d", "medium", 1): result(5.0, 12.0),
                ("radt", "walker2d", "medium", 1): result(1.0, 14.0)}
     record = record_alignment(kept, plan, [("walker2d", "medium"), ("hopper", "medium-replay")], results, "2026-12-02")
-    assert kept["walker2d-medium"]["steps"] == 10  # the input is not modified
+    assert kept["walker2d-medium"] == [walker_short]  # the input is not modified
     assert set(record) == {"hopper-medium", "walker2d-medium"}  # an unfinished dataset gets no entry
-    assert record["hopper-medium"] is kept["hopper-medium"]
-    walker = record["walker2d-medium"]
+    assert record["hopper-medium"] == [hopper]
+    short, walker = record["walker2d-medium"]  # the other budget's entry stays, before the longer one
+    assert short is walker_short
     assert (walker["date"], walker["steps"], walker["episodes"]) == ("2026-12-02", 3000, 3)
     assert [r["seed"] for r in walker["models"]["dt"]] == [0, 1] and walker["models"]["radt_no_seqra"] == []
     assert walker["models"]["radt"][0]["normalized_achieved"] == [1.5, 2.5]
-    rows, wins, compared = alignment_table(record)
-    assert (wins, compared) == (1, 2)  # hopper: radt 2.0 = dt 2.0, not below; walker: 1.0 < mean(3, 5) = 4.0
-    assert rows[2].startswith("| hopper-medium | 2.0 +- 0.0 [20.0 +- 0.0] (1 seeds)") and "(2026-11-24; old)" in rows[2]
-    assert rows[3].startswith("| walker2d-medium | 4.0 +- 1.0 [11.0 +- 1.0] (2 seeds) | 1.0 +- 0.0 [14.0 +- 0.0]")
-    assert "| - [-] (0 seeds) |" in rows[3] and rows[3].endswith("| yes | 3,000 steps, embed 64, 7 x 3 episodes "
-                                                                  "(2026-12-02) |")
+    rows, verdicts = alignment_table(record)
+    # hopper: radt 2.0 = dt 2.0, not below; walker at 3,000 steps: 1.0 < mean(3, 5) = 4.0; at 10 steps: dt only
+    assert verdicts == {"3,000 steps, embed 64, 7 x 3 episodes": (1, 2), "10 steps, embed 8, 7 x 1 episodes": (0, 0)}
+    assert rows[2].startswith("| hopper-medium | 3,000 | 2.0 +- 0.0 [20.0 +- 0.0] (1 seeds)") and "; old)" in rows[2]
+    assert rows[3].startswith("| walker2d-medium | 10 | 9.0 +- 0.0 [1.0 +- 0.0] (1 seeds) | not run |")
+    assert rows[3].endswith("| not measured | 10 steps, embed 8, 7 x 1 episodes (2026-11-24) |")
+    assert rows[4].startswith("| walker2d-medium | 3,000 | 4.0 +- 1.0 [11.0 +- 1.0] (2 seeds) | 1.0 +- 0.0 "
+                              "[14.0 +- 0.0]")
+    assert "| not run | not run |" in rows[4] and rows[4].endswith("| yes | 3,000 steps, embed 64, 7 x 3 episodes "
+                                                                    "(2026-12-02) |")
 
 
 def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budget() -> None:
@@ -433,20 +439,45 @@ def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budg
     assert list(plan.seed_range) == [1, 2]
     new = {(m, "hopper", "medium", s): result(s, e) for (m, s, e) in
            [("dt", 1, 4.0), ("dt", 2, 6.0), ("radt", 2, 3.0), ("radt_no_seqra", 1, 5.0)]}
-    entry = record_alignment({"hopper-medium": old}, plan, [("hopper", "medium")], new, "2026-12-03")["hopper-medium"]
+    record = record_alignment({"hopper-medium": [old]}, plan, [("hopper", "medium")], new, "2026-12-03")
+    [entry] = record["hopper-medium"]
     # seed 1 of dt is measured again and replaces the old one; seed 0 of each model is kept beside the new seeds
     assert [(r["seed"], r["mean_absolute_error"]) for r in entry["models"]["dt"]] == [(0, 2.0), (1, 4.0), (2, 6.0)]
     assert [r["seed"] for r in entry["models"]["radt"]] == [0, 2] and entry["models"]["radt_no_stepra"] == []
     assert entry["date"] == "2026-11-24, 2026-12-03" and entry["note"] == "seed 0 rounded"
-    rows, wins, compared = alignment_table({"hopper-medium": entry})
-    assert (wins, compared) == (1, 1)  # radt mean(1, 3) = 2.0 < dt mean(2, 4, 6) = 4.0
-    assert rows[2].startswith("| hopper-medium | 4.0 +- 1.6 [40.0 +- 16.3] (3 seeds) | 2.0 +- 1.0 [20.0 +- 10.0] "
-                              "(2 seeds) | 5.0 +- 0.0 [50.0 +- 0.0] (1 seeds) | - [-] (0 seeds) |")
-    # at another budget the new measurement replaces the old entry instead of pooling with it
-    other = Plan(seeds=1, steps=1000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1)
-    replaced = record_alignment({"hopper-medium": old}, other, [("hopper", "medium")], new, "2026-12-03")
-    assert [r["seed"] for r in replaced["hopper-medium"]["models"]["dt"]] == [1]
-    assert replaced["hopper-medium"]["date"] == "2026-12-03" and "note" not in replaced["hopper-medium"]
+    rows, verdicts = alignment_table({"hopper-medium": [entry]})
+    assert verdicts == {"3,000 steps, embed 64, 7 x 3 episodes": (1, 1)}  # radt mean(1, 3) = 2 < dt mean(2, 4, 6) = 4
+    assert rows[2].startswith("| hopper-medium | 3,000 | 4.0 +- 1.6 [40.0 +- 16.3] (3 seeds) | 2.0 +- 1.0 "
+                              "[20.0 +- 10.0] (2 seeds) | 5.0 +- 0.0 [50.0 +- 0.0] (1 seeds) | not run |")
+    # at another budget the new measurement is an entry of its own, ordered by steps, and the old one stays as it was
+    other = Plan(seeds=1, steps=10000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1, models=["dt"])
+    longer = record_alignment({"hopper-medium": [old]}, other, [("hopper", "medium")], new, "2026-12-05")
+    first, second = longer["hopper-medium"]
+    assert first is old and second["steps"] == 10000 and second["date"] == "2026-12-05" and "note" not in second
+    assert [r["seed"] for r in second["models"]["dt"]] == [1] and second["models"]["radt"] == []
+    assert list(alignment_table(longer)[1]) == ["3,000 steps, embed 64, 7 x 3 episodes",
+                                                "10,000 steps, embed 64, 7 x 3 episodes"]
+
+
+def test_alignment_runs_of_two_budgets_never_share_a_directory_and_models_are_checked(tmp_path: Path) -> None:
+    import json
+
+    from runners.bench_radt import Plan, load_alignment_record, run
+
+    short = Plan(seeds=1, steps=3000, embed=64, episodes=3, datasets=[], workers=1)
+    longer = Plan(seeds=1, steps=10000, embed=64, episodes=3, datasets=[], workers=1, models=["dt", "radt"])
+    assert short.models == ["dt", "radt", "radt_no_seqra", "radt_no_stepra"] and longer.models == ["dt", "radt"]
+    assert short.run_dir("alignment", "hopper-medium", "dt_s0") == Path(
+        "runs/bench/radt/alignment/steps3000-embed64/hopper-medium/dt_s0")
+    assert longer.run_dir("alignment", "hopper-medium", "dt_s0").parent.parent.name == "steps10000-embed64"
+    for bad, named in (("dt,rad", "rad"), (",", ",")):
+        with pytest.raises(ValueError, match=f"unknown model '{named}'; choose from: dt, radt, radt_no_seqra"):
+            run(str(tmp_path / "radt.md"), parts="alignment", models=bad)
+    # a record written before budgets had rows of their own: one entry per dataset, read as a list of one
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps({"hopper-medium": {"steps": 3000}, "walker2d-medium": [{"steps": 10}]}))
+    assert load_alignment_record(path) == {"hopper-medium": [{"steps": 3000}], "walker2d-medium": [{"steps": 10}]}
+    assert load_alignment_record(tmp_path / "missing.json") == {}
 
 
 def test_precision_auto_takes_bf16_only_where_the_hardware_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
