@@ -261,8 +261,8 @@ def alignment_table(record: dict[str, Any]) -> tuple[list[str], dict[str, tuple[
                 found = entry["models"].get(model, [])
                 errors[model] = [r["mean_absolute_error"] for r in found]
                 best = [r["best_normalized_return"] for r in found]
-                cells.append(f"{mean_std(errors[model])} [{mean_std(best)}] ({len(found)} seeds)" if found
-                             else "not run")
+                seeds = f"{len(found)} seed" + ("s" if len(found) > 1 else "")
+                cells.append(f"{mean_std(errors[model])} [{mean_std(best)}] ({seeds})" if found else "not run")
             both = bool(errors["dt"]) and bool(errors["radt"])
             better = both and bool(np.mean(errors["radt"]) < np.mean(errors["dt"]))
             label = budget_label(entry)

@@ -417,8 +417,8 @@ def test_alignment_record_enters_the_measured_datasets_and_keeps_the_others_and_
     rows, verdicts = alignment_table(record)
     # hopper: radt 2.0 = dt 2.0, not below; walker at 3,000 steps: 1.0 < mean(3, 5) = 4.0; at 10 steps: dt only
     assert verdicts == {"3,000 steps, embed 64, 7 x 3 episodes": (1, 2), "10 steps, embed 8, 7 x 1 episodes": (0, 0)}
-    assert rows[2].startswith("| hopper-medium | 3,000 | 2.0 +- 0.0 [20.0 +- 0.0] (1 seeds)") and "; old)" in rows[2]
-    assert rows[3].startswith("| walker2d-medium | 10 | 9.0 +- 0.0 [1.0 +- 0.0] (1 seeds) | not run |")
+    assert rows[2].startswith("| hopper-medium | 3,000 | 2.0 +- 0.0 [20.0 +- 0.0] (1 seed)") and "; old)" in rows[2]
+    assert rows[3].startswith("| walker2d-medium | 10 | 9.0 +- 0.0 [1.0 +- 0.0] (1 seed) | not run |")
     assert rows[3].endswith("| not measured | 10 steps, embed 8, 7 x 1 episodes (2026-11-24) |")
     assert rows[4].startswith("| walker2d-medium | 3,000 | 4.0 +- 1.0 [11.0 +- 1.0] (2 seeds) | 1.0 +- 0.0 "
                               "[14.0 +- 0.0]")
@@ -448,7 +448,7 @@ def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budg
     rows, verdicts = alignment_table({"hopper-medium": [entry]})
     assert verdicts == {"3,000 steps, embed 64, 7 x 3 episodes": (1, 1)}  # radt mean(1, 3) = 2 < dt mean(2, 4, 6) = 4
     assert rows[2].startswith("| hopper-medium | 3,000 | 4.0 +- 1.6 [40.0 +- 16.3] (3 seeds) | 2.0 +- 1.0 "
-                              "[20.0 +- 10.0] (2 seeds) | 5.0 +- 0.0 [50.0 +- 0.0] (1 seeds) | not run |")
+                              "[20.0 +- 10.0] (2 seeds) | 5.0 +- 0.0 [50.0 +- 0.0] (1 seed) | not run |")
     # at another budget the new measurement is an entry of its own, ordered by steps, and the old one stays as it was
     other = Plan(seeds=1, steps=10000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1, models=["dt"])
     longer = record_alignment({"hopper-medium": [old]}, other, [("hopper", "medium")], new, "2026-12-05")
