@@ -205,6 +205,11 @@ def test_extra_windows_are_drawn_after_the_sampled_ones_appended_and_counted() -
     buffer.sample_segments(2, 2, rng, counter_key="c")
     assert drawn == [rng.integers(0, 2**31)]
     np.testing.assert_array_equal(buffer.counts("b"), np.bincount([*plain.episode_ids, 1], minlength=2))
+    only = buffer.sample_segments(0, 2, np.random.default_rng(5), counter_key="d", extra=extra)  # all extra
+    np.testing.assert_array_equal(only.episode_ids, [1])
+    np.testing.assert_array_equal(only.rew, [[13, 14]])
+    with pytest.raises(ValueError, match=r"batch_size=0, seq_len=2; both must be >= 1 \(batch_size >= 0 with"):
+        buffer.sample_segments(0, 2, np.random.default_rng(5))
 
 
 # ----------------------------------------------------------------------------------------------------------------

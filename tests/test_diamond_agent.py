@@ -310,6 +310,32 @@ def test_reward_end_batches_may_hold_a_share_of_segments_drawn_around_rewards_an
         tiny_diamond(env, rew_end_event_fraction=1.5)
 
 
+def test_event_drawn_reward_end_batches_train_with_the_logit_adjustment_of_the_buffer_counts() -> None:
+    """With a fraction > 0 the loss gets the offsets of the buffer's own event counts and the batch's event share
+    (None at fraction 0, the paper's loss, or with ``rew_end_logit_adjustment=False``); fraction 1 (every segment
+    around an event) draws whole batches of event windows."""
+    from world_models.diamond.reward_end import event_sampling_logit_offsets
+
+    env = breakout_env()
+    model = tiny_diamond(env, initial_collect_steps=300, initial_collect_max_steps=300, batch_size=4,
+                         rew_end_event_fraction=1.0, rew_end_seq_length=6).learn(1)
+    buffer = model.episode_buffer
+    n_pos, n_end = len(buffer.find_steps("rew", lambda r: r > 0)[0]), len(buffer.find_steps("end", lambda e: e)[0])
+    assert n_pos > 0 and n_end > 0 and len(buffer.find_steps("rew", lambda r: r < 0)[0]) == 0
+    rew, end = model._rew_end_logit_offsets()
+    expected = event_sampling_logit_offsets(buffer.num_steps, 0, n_pos, n_end, 1.0, 6)
+    torch.testing.assert_close(rew, expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(end, expected[1], rtol=0, atol=0)
+    assert rew[2] > 0 and end[1] > 0 and rew[0] == 0  # rewards and ends over-drawn; no negative reward held
+    batch = model._rew_end_segments()
+    events = ((batch.rew != 0) | batch.end) & batch.mask
+    assert batch.obs.shape[:2] == (4, 6) and events[:, :-1].any(dim=1).all()
+    model.rew_end_logit_adjustment = False
+    assert model._rew_end_logit_offsets() is None
+    model.rew_end_logit_adjustment, model.rew_end_event_fraction = True, 0.0
+    assert model._rew_end_logit_offsets() is None
+
+
 def test_a_run_checkpointed_mid_epoch_and_resumed_matches_the_uninterrupted_run_exactly(tmp_path: Path) -> None:
     from agents.common.callbacks import CheckpointCallback
     from agents.diamond.agent import Diamond

@@ -336,6 +336,70 @@ def test_world_model_state_dicts_round_trip_through_safetensors_checkpoints(tmp_
     assert torch.equal(rew, rew2) and torch.equal(end, end2)
 
 
+def test_event_sampling_logit_offsets_are_the_log_ratio_of_batch_to_buffer_priors_worked_by_hand() -> None:
+    """Buffer of 1,000 steps: no negative reward, 10 positive, 5 ends; half the segments (19 frames, m = 18
+    transitions) drawn around an event, the kinds {positive reward, end} (k = 2) each with probability 1/2.
+    pi_rew = (0, .99, .01), q_rew = 1/2 (0, 0, 1) + 1/2 pi_rew = (0, .495, .505); pi_batch = pi + 0.5 / 18 (q - pi):
+    class +1: .01 + .495 / 36 = .02375 -> log 2.375 = 0.864997; class 0: .99 - .495 / 36 = .97625 -> log(.97625 / .99)
+    = -0.013986; class -1 never held -> 0. pi_end = (.995, .005), q_end = 1/2 pi_end + 1/2 (0, 1) = (.4975, .5025):
+    end .005 + .4975 / 36 = .0188194 -> log 3.763889 = 1.325453; not end .995 - .4975 / 36 -> -0.013986."""
+    from world_models.diamond.reward_end import event_sampling_logit_offsets
+
+    rew, end = event_sampling_logit_offsets(1000, 0, 10, 5, 0.5, 19)
+    torch.testing.assert_close(rew, torch.tensor([0.0, -0.013986, 0.864997]), rtol=0, atol=2e-6)
+    torch.testing.assert_close(end, torch.tensor([-0.013986, 1.325453]), rtol=0, atol=2e-6)
+    zero = event_sampling_logit_offsets(1000, 0, 10, 5, 0.0, 19)  # no event segments: the batch is the buffer
+    assert not zero[0].any() and not zero[1].any()
+    with pytest.raises(ValueError, match=r"event_share=1.5 in \[0, 1\]"):
+        event_sampling_logit_offsets(1000, 0, 10, 5, 1.5, 19)
+
+
+def test_logit_adjusted_cross_entropy_fits_the_buffer_priors_from_event_rich_batches() -> None:
+    """Logits without input (a bias per class) fitted by the adjusted loss to targets at the batch's rates recover
+    the buffer's rates: the minimum of CE(b + o) under pi_batch is softmax(b + o) = pi_batch, so softmax(b) = pi.
+    Unadjusted, the same fit learns pi_batch (the 2.4x too many rewards imagination would sample)."""
+    from world_models.diamond.reward_end import event_sampling_logit_offsets
+
+    offsets, _ = event_sampling_logit_offsets(1000, 0, 10, 5, 0.5, 19)
+    pi = torch.tensor([0.0, 0.99, 0.01])
+    pi_batch = (pi.log() + offsets).exp()  # the batch rates worked out in the test above
+    assert pi_batch[2].item() == pytest.approx(0.02375, abs=1e-6)
+    targets = torch.tensor([1] * 97625 + [2] * 2375)  # 100,000 targets at the batch's rates
+
+    def fit(adjust: bool) -> torch.Tensor:
+        bias = torch.zeros(3, requires_grad=True)
+        opt = torch.optim.LBFGS([bias], lr=1, max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            logits = (bias + offsets if adjust else bias).expand(len(targets), 3)
+            loss = torch.nn.functional.cross_entropy(logits, targets)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return bias.detach().softmax(-1)
+
+    assert fit(True)[2].item() == pytest.approx(0.01, abs=2e-4)
+    assert fit(False)[2].item() == pytest.approx(0.02375, abs=2e-4)
+
+
+def test_reward_end_loss_adds_the_logit_offsets_inside_the_cross_entropy_only() -> None:
+    torch.manual_seed(0)
+    model = RewEndModel(RewEndConfig.tiny(num_actions=4))
+    batch = random_batch(b=3, length=5)
+    offsets = (torch.tensor([0.5, 0.0, 2.0]), torch.tensor([-1.0, 3.0]))
+    loss, logs = model.loss(batch, offsets)
+    with torch.no_grad():
+        logits_rew, logits_end, target_rew, end, mask = model.transitions(batch)
+    expected_rew = torch.nn.functional.cross_entropy((logits_rew + offsets[0])[mask], target_rew[mask]).item()
+    expected_end = torch.nn.functional.cross_entropy((logits_end + offsets[1])[mask], end[mask].long()).item()
+    assert logs["loss_rew"] == pytest.approx(expected_rew, rel=1e-5)
+    assert logs["loss_end"] == pytest.approx(expected_end, rel=1e-5)
+    assert loss.item() == pytest.approx(expected_rew + expected_end, rel=1e-5)
+    assert logs["loss_rew"] != pytest.approx(model.loss(batch)[1]["loss_rew"], rel=1e-3)
+
+
 def test_reward_end_model_sees_the_final_observation_after_a_termination() -> None:
     torch.manual_seed(0)
     model = RewEndModel(RewEndConfig.tiny(num_actions=4))

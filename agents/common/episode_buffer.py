@@ -382,8 +382,9 @@ class EpisodeBuffer:
         """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
-        if int(batch_size) < 1 or int(seq_len) < 1:
-            raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}; both must be >= 1")
+        if int(batch_size) < (0 if extra is not None else 1) or int(seq_len) < 1:  # extra may give every window
+            raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}; both must be >= 1 (batch_size >= 0 "
+                             "with extra)")
         p = self.probabilities(weights, counter_key, count_alpha)
         episode_ids, starts = draw_segment_starts(self._lengths, p, batch_size, seq_len, rng, can_sample_beyond_end)
         if extra is not None:

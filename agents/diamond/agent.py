@@ -57,6 +57,7 @@ from agents.common.persistence import RUNTIME_ARGS, ZooAlgorithm
 from agents.diamond.loop import DiamondLoop
 from agents.diamond.policy import DiamondPolicy
 from world_models.diamond import batch_from_segment, frames_to_tensor
+from world_models.diamond.reward_end import event_sampling_logit_offsets
 from world_models.imagination import WorldModelEnv
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
@@ -89,8 +90,11 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     :param rew_end_event_fraction: share of each reward/end batch drawn around a rare event (0: the paper's
         sampling, every segment drawn like the denoiser's). ``round(fraction x batch_size)`` segments each hold a
         step drawn from one kind of event, the kinds (negative reward, positive reward, end) drawn with equal
-        probability among those the buffer holds; the rest are drawn as in the paper. It shifts the model's base rates
-        toward the drawn ones; ``preset=cpu`` keeps 0 (measured on Breakout in its file)
+        probability among those the buffer holds; the rest are drawn as in the paper. ``preset=cpu`` keeps 0
+        (measured on Breakout in its file)
+    :param rew_end_logit_adjustment: with ``rew_end_event_fraction > 0``, add ``log(batch prior / buffer prior)`` of
+        each class to the logits in the loss (:func:`~world_models.diamond.reward_end.event_sampling_logit_offsets`)
+        so the model keeps the buffer's base rates instead of the event-rich batches' (True); no effect at fraction 0
     :param initial_collect_steps: random env steps of the initial collection at least (5000, ``first_epoch.min``)
     :param initial_collect_max_steps: the initial collection stops there even below ``threshold_rew`` (10000,
         ``first_epoch.max``; None: no maximum)
@@ -132,6 +136,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         batch_size: int = 32,
         rew_end_seq_length: int = 19,
         rew_end_event_fraction: float = 0.0,
+        rew_end_logit_adjustment: bool = True,
         initial_collect_steps: int = 5000,
         initial_collect_max_steps: int | None = 10000,
         threshold_rew: int = 10,
@@ -190,6 +195,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         self.warmup_steps, self.batch_size, self.rew_end_seq_length = int(warmup_steps), int(batch_size), \
             int(rew_end_seq_length)
         self.rew_end_event_fraction = float(rew_end_event_fraction)
+        self.rew_end_logit_adjustment = bool(rew_end_logit_adjustment)
         self.initial_collect_steps, self.collect_steps = int(initial_collect_steps), int(collect_steps)
         self.initial_collect_max_steps = None if initial_collect_max_steps is None else int(initial_collect_max_steps)
         self.threshold_rew, self.num_final_epochs = int(threshold_rew), int(num_final_epochs)
@@ -248,16 +254,29 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
                                                   weights=self.sample_weights, counter_key="diamond", extra=extra)
         return batch_from_segment(seg, self.device, final_obs=seg.final_obs)
 
+    def _events(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The buffer's steps of each kind of rare event: negative rewards, positive rewards, ends."""
+        buffer = self.episode_buffer
+        return [buffer.find_steps("rew", lambda r: r < 0), buffer.find_steps("rew", lambda r: r > 0),
+                buffer.find_steps("end", lambda e: e)]
+
     def _rew_end_segments(self) -> Any:
         """A reward/end batch: the paper's segments, ``rew_end_event_fraction`` of them drawn around rare events."""
-        buffer, seq_len = self.episode_buffer, self.rew_end_seq_length
-        n_event = round(self.rew_end_event_fraction * self.batch_size)
-        events = [buffer.find_steps("rew", lambda r: r < 0), buffer.find_steps("rew", lambda r: r > 0),
-                  buffer.find_steps("end", lambda e: e)] if n_event else []
+        seq_len, n_event = self.rew_end_seq_length, round(self.rew_end_event_fraction * self.batch_size)
+        events = self._events() if n_event else []
         if not any(len(ids) for ids, _ in events):  # fraction 0, or no event collected yet
             return self._segments(self.batch_size, seq_len, True)
         return self._segments(self.batch_size - n_event, seq_len, True,
                               extra=lambda rng: draw_event_segment_starts(events, n_event, seq_len, rng))
+
+    def _rew_end_logit_offsets(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The logit adjustment of :meth:`_rew_end_segments`' batches (None where they follow the buffer's rates)."""
+        n_event = round(self.rew_end_event_fraction * self.batch_size)
+        if not (n_event and self.rew_end_logit_adjustment):
+            return None
+        (neg, _), (pos, _), (end, _) = self._events()
+        return event_sampling_logit_offsets(self.episode_buffer.num_steps, len(neg), len(pos), len(end),
+                                            n_event / self.batch_size, self.rew_end_seq_length)
 
     def _contexts(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         seg = self.episode_buffer.sample_segments(n, self.policy.denoiser.cfg.unet.num_steps_conditioning,
@@ -280,7 +299,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         for _ in range(steps[0]):
             add(self._denoiser_step(self._segments(self.batch_size, self.policy.denoiser.cfg.seq_length, False)))
         for _ in range(steps[1]):
-            add(self._rew_end_step(self._rew_end_segments()))
+            add(self._rew_end_step(self._rew_end_segments(), self._rew_end_logit_offsets()))
         self.policy.denoiser.eval()  # the world model only imagines from here on
         self.policy.rew_end_model.eval()
         for _ in range(steps[2]):
@@ -296,9 +315,10 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
         return {"world_model/loss_denoising": loss.item(),
                 "world_model/grad_norm_denoising": self._update("denoiser", loss, self.grad_clip[0])}
 
-    def _rew_end_step(self, batch: Any) -> dict[str, float]:
-        """One update of the reward/end model on ``batch``; returns what it logs."""
-        loss, logs = self._pass("rew_end_model", self.policy.rew_end_model.loss, batch)
+    def _rew_end_step(self, batch: Any, logit_offsets: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> dict[str, float]:
+        """One update of the reward/end model on ``batch`` (its loss's ``logit_offsets``); returns what it logs."""
+        loss, logs = self._pass("rew_end_model", self.policy.rew_end_model.loss, batch, logit_offsets)
         return {"world_model/loss_rew": logs["loss_rew"], "world_model/loss_end": logs["loss_end"],
                 "world_model/grad_norm_rew_end": self._update("rew_end_model", loss, self.grad_clip[1])}
 

@@ -14,7 +14,9 @@ anew:
 - **Loss** (:meth:`RewEndModel.loss`): over a segment of ``L`` frames, the ``L - 1`` transitions
   ``(x_t, a_t, x_{t+1})``; cross-entropy on ``sign(r_t) + 1`` plus cross-entropy on ``end_t``, over the transitions
   whose step ``t`` is not padding. DIAMOND trains on segments of 19 frames (horizon 15 + 4 conditioning frames) that
-  may run past the episode end.
+  may run past the episode end. Not in the paper: batches with a share of segments drawn around rare events
+  (``rew_end_event_fraction`` of the agent) add :func:`event_sampling_logit_offsets` to the logits in the loss, so
+  the model keeps the buffer's base rates.
 - **Imagination** (:meth:`RewEndModel.predict`): one transition per call with the LSTM state carried;
   :func:`sample_rew_end` draws the reward sign and the end from the logits, as the official ``WorldModelEnv``.
 
@@ -148,14 +150,60 @@ class RewEndModel(nn.Module):
         logits_rew, logits_end, _ = self(obs, act, next_obs)
         return logits_rew, logits_end, rew.sign().long() + 1, end, mask  # {-1, 0, 1} -> classes {0, 1, 2}
 
-    def loss(self, batch: WorldModelBatch) -> LossAndLogs:
+    def loss(
+        self, batch: WorldModelBatch, logit_offsets: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> LossAndLogs:
         """``CE(reward sign) + CE(end)`` over the unpadded transitions of segments ``obs [B, L, ...]``.
+        ``logit_offsets`` (``[3]``, ``[2]``) are added to the logits inside the cross-entropy only: the logit
+        adjustment that undoes a batch's shifted class priors (:func:`event_sampling_logit_offsets`).
         Returns ``(loss, {"loss_rew", "loss_end"})``."""
         logits_rew, logits_end, target_rew, end, mask = self.transitions(batch)
+        if logit_offsets is not None:
+            logits_rew = logits_rew + logit_offsets[0].to(logits_rew)
+            logits_end = logits_end + logit_offsets[1].to(logits_end)
         loss_rew = F.cross_entropy(logits_rew[mask], target_rew[mask])
         loss_end = F.cross_entropy(logits_end[mask], end[mask].long())
         loss = loss_rew + loss_end
         return loss, {"loss_rew": loss_rew.item(), "loss_end": loss_end.item()}
+
+
+def event_sampling_logit_offsets(
+    num_steps: int, num_neg: int, num_pos: int, num_end: int, event_share: float, seq_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log(pi_batch / pi)`` per reward-sign class ``[3]`` and end class ``[2]``: how far batches with
+    ``event_share`` of their segments drawn around an event shift the class priors ``pi`` of a buffer of
+    ``num_steps`` transitions holding ``num_neg`` negative and ``num_pos`` positive rewards and ``num_end`` ends.
+
+    Adding these offsets to the logits in the cross-entropy (logit adjustment, Menon et al. 2021, "Long-tail learning
+    via logit adjustment") makes the model's own logits fit the buffer's priors: the loss is minimal where
+    ``softmax(logits + offsets) = pi_batch(. | x)``, so ``softmax(logits)`` is ``pi(. | x)``, and imagination samples
+    rewards and ends at their real rates. The batch priors follow :func:`~agents.common.episode_sampling.
+    draw_event_segment_starts`: of the ``m = seq_length - 1`` transitions of an event window one is the event (its
+    kind uniform among the kinds the buffer holds; a reward window's end and an end window's reward taken at the
+    buffer's rates) and ``m - 1`` follow the buffer's rates, so ``pi_batch = pi + event_share / m * (q - pi)`` with
+    ``q`` the event step's class distribution. A class the buffer never holds gets offset 0."""
+    n, m = float(num_steps), float(seq_length - 1)
+    if n <= 0 or m <= 0 or not 0.0 <= event_share <= 1.0:
+        raise ValueError(f"num_steps={num_steps} and seq_length - 1={seq_length - 1} must be > 0 and "
+                         f"event_share={event_share} in [0, 1]")
+    pi_rew = torch.tensor([num_neg, num_steps - num_neg - num_pos, num_pos], dtype=torch.float64) / n
+    pi_end = torch.tensor([num_steps - num_end, num_end], dtype=torch.float64) / n
+    kinds = [num_neg > 0, num_pos > 0, num_end > 0]  # the event kinds drawn from, each with probability 1 / k
+    k = sum(kinds)
+    if k == 0:
+        return torch.zeros(3), torch.zeros(2)
+    q_rew = (kinds[0] * torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+             + kinds[1] * torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) + kinds[2] * pi_rew) / k
+    q_end = ((kinds[0] + kinds[1]) * pi_end + kinds[2] * torch.tensor([0.0, 1.0], dtype=torch.float64)) / k
+
+    def offsets(pi: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        shifted = pi + event_share / m * (q - pi)
+        held = pi > 0
+        out = torch.zeros_like(pi)
+        out[held] = shifted[held].log() - pi[held].log()
+        return out.float()
+
+    return offsets(pi_rew, q_rew), offsets(pi_end, q_end)
 
 
 def sample_rew_end(logits_rew: torch.Tensor, logits_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
