@@ -42,6 +42,20 @@ def parse_bool(key: str, value: str) -> bool:
     raise UsageError(f"{key}={value!r} is not a boolean; use true or false")
 
 
+def parse_deterministic(key: str, value: str | bool) -> bool | None:
+    """``auto`` (None: the agent's official test protocol, see ``agents.common.evaluation.official_deterministic``),
+    true (argmax actions) or false (actions sampled from the policy)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() == "auto":
+        return None
+    try:
+        return parse_bool(key, str(value))
+    except UsageError:
+        raise UsageError(f"{key}={value!r} is not allowed; use auto (the agent's official test protocol), "
+                         "true (argmax actions) or false (sampled actions)") from None
+
+
 def parse_int(key: str, value: str, minimum: int | None = None) -> int:
     try:
         number = int(value)

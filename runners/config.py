@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agents.common.hyperparams import decode_hyperparams
 from agents.common.registry import REGISTRY, get_spec
-from runners.cli import UsageError
+from runners.cli import UsageError, parse_deterministic
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("agent", "env", "preset")
@@ -42,7 +42,7 @@ OPEN_DICTS = ("agent.policy_kwargs", "agent.optimizer_kwargs")  # their keys are
 OPTIMIZER_KEYS = ("optimizer", "optimizer_kwargs")
 # Keys that may change when a run is resumed; everything else is the run's own config.
 RESUMABLE = ("total_timesteps", "device", "progress_bar", "verbose", "debug", "resume", "eval_episodes",
-             "torch_threads", "nan_guard", "distributed")
+             "eval_deterministic", "torch_threads", "nan_guard", "distributed")
 
 
 def group_options(group: str) -> list[str]:
@@ -125,6 +125,7 @@ def _validate(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         if cfg[key] not in allowed:
             raise UsageError(f"{key}={cfg[key]!r} is not allowed; choose one of: {', '.join(allowed)}")
+    parse_deterministic("eval_deterministic", cfg.eval_deterministic)
     if cfg.device == "cuda":
         import torch
 

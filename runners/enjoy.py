@@ -1,7 +1,9 @@
 """Watch an agent: roll it out and record a video.
 
     python -m runners.enjoy model=<checkpoint dir|zoo:name> [video=videos/<name>.mp4] [episodes=1]
-                            [max_steps=5000] [seed=0] [deterministic=true] [fps=30] [target=<return, dt/radt>]
+                            [max_steps=5000] [seed=0] [deterministic=auto] [fps=30] [target=<return, dt/radt>]
+
+``deterministic=auto`` acts as the agent's official test protocol does (argmax; DIAMOND and Δ-IRIS sample).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from agents.common.checkpoint import CheckpointError, read_meta
-from agents.common.evaluation import conditioned_env
+from agents.common.evaluation import conditioned_env, official_deterministic
 from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
 from envs.factory import make_vec_env
@@ -21,7 +23,7 @@ from runners.cli import (
     UsageError,
     check_keys,
     parse_args,
-    parse_bool,
+    parse_deterministic,
     parse_device,
     parse_float,
     parse_int,
@@ -64,7 +66,7 @@ def main(argv: list[str]) -> int:
     max_steps = parse_int("max_steps", pairs.get("max_steps", "5000"), minimum=1)
     fps = parse_int("fps", pairs.get("fps", "30"), minimum=1)
     seed = parse_int("seed", pairs.get("seed", "0"), minimum=0)
-    deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
+    deterministic = parse_deterministic("deterministic", pairs.get("deterministic", "auto"))
     device = parse_device(pairs.get("device", "auto"))
     config = read_meta(path)["config"]
     if not config or "env" not in config:
@@ -77,6 +79,8 @@ def main(argv: list[str]) -> int:
         env = model.wrap_env(env, target_return=parse_float("target", pairs["target"]))
     else:
         env = conditioned_env(model, env)  # dt/radt: conditioned on their default target return
+    if deterministic is None:
+        deterministic = official_deterministic(model)
     frames, returns = record(model, env, episodes, max_steps, deterministic)
     env.close()
     video.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: mean +- std return over N episodes and the env's own score.
 
-    python -m runners.evaluate model=<checkpoint dir|zoo:name> [episodes=10] [seed=0] [deterministic=true]
+    python -m runners.evaluate model=<checkpoint dir|zoo:name> [episodes=10] [seed=0] [deterministic=auto]
                                [device=auto] [json=true]
     python -m runners.evaluate model=<dt or radt checkpoint> targets=paper|<r1,r2,...> [episodes=10] [plot=out.png]
     python -m runners.evaluate model=zoo:act-needle episodes=50 env.kwargs.kinematic_error=0.01   # env overrides
@@ -14,8 +14,10 @@ writes the report as JSON.
 
 The env is rebuilt from the config stored in the checkpoint, as an evaluation env (Atari: a life loss does not
 end the episode). Scores: human-normalized for Atari, the Crafter score, success rate where the env reports
-``is_success``. ``env.<key>=<value>`` changes the stored env config before the env is built (values read as YAML,
-e.g. ``env.kwargs.kinematic_error=0.01``); a key the config does not have is refused.
+``is_success``. ``deterministic=auto`` (default) follows the agent's official test protocol: argmax actions, except
+DIAMOND and Δ-IRIS, whose official test collectors sample from the policy; ``true`` / ``false`` force either (the
+report states which was used). ``env.<key>=<value>`` changes the stored env config before the env is built (values
+read as YAML, e.g. ``env.kwargs.kinematic_error=0.01``); a key the config does not have is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from runners.cli import (
     check_keys,
     parse_args,
     parse_bool,
+    parse_deterministic,
     parse_device,
     parse_int,
     parse_out_path,
@@ -93,7 +96,7 @@ def main(argv: list[str]) -> int:
         raise UsageError("missing model=<checkpoint dir or zoo:name>, e.g. model=zoo:ppo-cartpole")
     episodes = parse_int("episodes", pairs.get("episodes", "10"), minimum=1)
     seed = parse_int("seed", pairs.get("seed", "0"), minimum=0)
-    deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
+    deterministic = parse_deterministic("deterministic", pairs.get("deterministic", "auto"))
     as_json = parse_bool("json", pairs.get("json", "false"))
     device = parse_device(pairs.get("device", "auto"))
     for key in ("out", "plot"):

@@ -2,7 +2,7 @@
 
     python -m runners.play model=<run dir|final dir|zoo:name> [actor=policy|human|random] [steps=50] [seed=0]
                            [out=results/plots/play_<name>.gif] [fps=5] [scale=4] [compare=false]
-                           [deterministic=<the agent's official choice>] [input=auto|window|stdin] [context=env]
+                           [deterministic=auto] [input=auto|window|stdin] [context=env]
                            [device=auto]
 
 As DIAMOND's ``src/play.py`` (github.com/eloialonso/diamond): the real env (the checkpoint's env config, built as
@@ -12,7 +12,7 @@ world model takes over: at each of ``steps`` steps the actor picks an action on 
 imagines the next frame, the reward and the end. An imagined end is counted and the imagination goes on.
 
 - ``actor=policy``: the agent's ``predict`` on the imagined uint8 frames, its recurrent state carried
-  (``deterministic`` defaults to the agent's ``official_eval_deterministic``: DIAMOND samples);
+  (``deterministic=auto``, the default, is the agent's official test protocol: DIAMOND and Δ-IRIS sample);
   ``actor=random``: uniform actions; ``actor=human``: a pygame window (``input=window``; the game's keys, Escape
   quits) where a display exists, otherwise action numbers or names typed on stdin, one per line (an empty line
   repeats the last action, end of input stops). The actions are listed at the start.
@@ -39,12 +39,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from agents.common.evaluation import official_deterministic
 from runners.cli import (
     UsageError,
     check_keys,
     parse_args,
     parse_bool,
     parse_choice,
+    parse_deterministic,
     parse_device,
     parse_int,
     parse_out_path,
@@ -305,7 +307,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"out={out}: the file must end in .gif")
     if "out" in pairs:
         parse_out_path("out", pairs["out"])
-    deterministic = parse_bool("deterministic", pairs["deterministic"]) if "deterministic" in pairs else None
+    deterministic = parse_deterministic("deterministic", pairs.get("deterministic", "auto"))
 
     torch.manual_seed(seed)
     model, env, _ = load_for_eval(model_path(pairs["model"]), device, seed)
@@ -315,7 +317,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"model={pairs['model']} is a {getattr(model, 'agent_id', type(model).__name__)} "
                          "checkpoint; play needs a world-model agent (diamond, delta_iris)")
     if deterministic is None:
-        deterministic = bool(getattr(model, "official_eval_deterministic", True))
+        deterministic = official_deterministic(model)
     blank = (np.zeros((*env.observation_space.shape[:2], 3), np.uint8), "")
     size = compose([blank] * (2 if compare else 1), scale).shape[1::-1]  # (width, height) of the window
     actor, names = make_actor(actor_kind, source, model, env, seed, deterministic, fps, size)

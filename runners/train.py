@@ -45,7 +45,7 @@ from agents.common.precision import resolve_precision
 from agents.common.registry import REGISTRY, check_compatible, get_spec, make_agent
 from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
-from runners.cli import UsageError, parse_args, run_main
+from runners.cli import UsageError, parse_args, parse_deterministic, run_main
 from runners.config import compose_train_config, config_markdown, resume_config
 
 
@@ -75,6 +75,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.dist = dist
+        # None: evaluate as the agent's official test protocol does (argmax; DIAMOND and Δ-IRIS sample)
+        self.eval_deterministic = parse_deterministic("eval_deterministic", cfg.get("eval_deterministic", "auto"))
         self.writes = dist is None or dist.is_main  # under torchrun rank 0 alone logs, evaluates and saves
         device = str(dist.device) if dist is not None else cfg.device
         if cfg.torch_threads:
@@ -123,7 +125,7 @@ class Trainer:
         )
         evaluation = EvalCallback(
             self.eval_env, self.env_cfg, self.cfg.eval_freq or self.cfg.total_timesteps, self.cfg.eval_episodes,
-            best_dir=self.run_dir / "best",
+            best_dir=self.run_dir / "best", deterministic=self.eval_deterministic,
         )
         # evaluate before checkpointing, so that a checkpoint at step n follows everything logged at step n
         # the NaN guard first: a non-finite value stops the run before any callback can checkpoint it
@@ -156,7 +158,7 @@ class Trainer:
         if getattr(evaluation, "model", None) is not None and evaluation.is_current():
             result = evaluation.last_result
         elif evaluation.last_eval_step == self.model.num_timesteps:
-            result = evaluate(self.model, self.eval_env, self.cfg.eval_episodes, self.env_cfg)
+            result = evaluate(self.model, self.eval_env, self.cfg.eval_episodes, self.env_cfg, self.eval_deterministic)
         else:
             evaluation.init_callback(self.model)
             result = evaluation.evaluate_now()

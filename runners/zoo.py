@@ -3,14 +3,14 @@
     python -m runners.zoo list                   name, agent, env, score, budget, size
     python -m runners.zoo verify                 check every file against results/zoo/manifest.json (exit 1 if not)
     python -m runners.zoo add name=<name> run=<run dir> [checkpoint=final|best] [episodes=20]
-                              [alignment_episodes=5] [command="..."] [export=true] [deterministic=false]
+                              [alignment_episodes=5] [command="..."] [export=true] [deterministic=auto]
                                                  copy <run>/final (or <run>/best, the model of the run's best
                                                  periodic evaluation) into results/zoo/<name>, evaluate it, record it
                                                  (command: the training command as run, recorded verbatim;
                                                  default: one rebuilt from the run's config; export: no optimizer
                                                  state, large tensors in float16, for checkpoints over ~25 MB;
-                                                 deterministic=false: evaluate with sampled actions, the official
-                                                 test protocol of DIAMOND and Δ-IRIS)
+                                                 deterministic: auto = the agent's official test protocol, i.e.
+                                                 sampled actions for DIAMOND and Δ-IRIS, argmax for the others)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from agents.common.manifest import ZOO_DIR, directory_files, machine, read_manif
 from agents.common.registry import get_spec, load_agent
 from agents.radt.alignment import evaluate_alignment, paper_targets
 from envs.datasets import REPLAY_DATASET, load_dataset
-from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_int, run_main
+from runners.cli import UsageError, check_keys, parse_args, parse_bool, parse_deterministic, parse_int, run_main
 from runners.evaluate import load_for_eval, reference_normalizer
 
 
@@ -77,8 +77,7 @@ def cmd_add(pairs: dict[str, str]) -> int:
     episodes = parse_int("episodes", pairs.get("episodes", "20"), minimum=1)
     alignment_episodes = parse_int("alignment_episodes", pairs.get("alignment_episodes", "5"), minimum=1)
     export = parse_bool("export", pairs.get("export", "false"))
-    # deterministic=false evaluates as the official test collectors of DIAMOND and Δ-IRIS do (sampled actions)
-    deterministic = parse_bool("deterministic", pairs.get("deterministic", "true"))
+    deterministic = parse_deterministic("deterministic", pairs.get("deterministic", "auto"))
     which = pairs.get("checkpoint", "final")
     if which not in ("final", "best"):
         raise UsageError(f"checkpoint={which!r} is not allowed; choose one of: final, best")
@@ -123,11 +122,11 @@ def cmd_add(pairs: dict[str, str]) -> int:
 
 
 def _evaluated_entry(staging: Path, name: str, pairs: dict[str, str], summary: dict, episodes: int,
-                     alignment_episodes: int, deterministic: bool) -> dict:
+                     alignment_episodes: int, deterministic: bool | None) -> dict:
     """The manifest entry of the checkpoint in ``staging``, evaluated there (the files it lists are its own)."""
     model, env, env_cfg = load_for_eval(str(staging), "cpu", seed=1000)
     result = evaluate(model, env, episodes, env_cfg, deterministic=deterministic)
-    score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": deterministic,
+    score = {"mean": result.mean, "std": result.std, "episodes": episodes, "deterministic": result.deterministic,
              **result.score}
     if hasattr(model, "wrap_env") and model.dataset_info is not None:  # dt, radt: the paper's alignment protocol
         normalize, unit = reference_normalizer(env_cfg["name"])

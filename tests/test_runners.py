@@ -71,6 +71,30 @@ def test_evaluate_applies_env_overrides(capsys: pytest.CaptureFixture[str]) -> N
     assert report["returns"] == [50.0, 50.0] and report["env_overrides"] == {"env.max_episode_steps": "50"}
 
 
+@pytest.mark.parametrize(("model", "given", "used"), [
+    ("zoo:ppo-cartpole", None, True),  # SB3's evaluate_policy default: the argmax action
+    ("zoo:diamond-breakout", None, False),  # DIAMOND's official test collector samples from the policy
+    ("zoo:diamond-breakout", "true", True),
+    ("zoo:ppo-cartpole", "false", False),
+])
+def test_evaluate_follows_the_agents_official_test_protocol_unless_told(
+    model: str, given: str | None, used: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [f"model={model}", "episodes=1", "device=cpu", "json=true", "env.max_episode_steps=30"]
+    argv += [f"deterministic={given}"] if given is not None else []
+    assert run_main(evaluate.main, argv) == 0
+    assert json.loads(capsys.readouterr().out)["deterministic"] is used
+
+
+def test_training_evaluations_follow_eval_deterministic(runs: dict[str, Path], tmp_path: Path) -> None:
+    # the module's runs evaluate as DQN's official protocol does (argmax); eval_deterministic=false samples
+    assert json.loads((runs["dqn"] / "results.json").read_text())["eval"]["deterministic"] is True
+    args = ["agent=ppo", "env=cartpole", "preset=tiny", "total_timesteps=256", "eval_freq=128", "eval_episodes=2",
+            "save_freq=256", "progress_bar=false", "eval_deterministic=false", f"run_dir={tmp_path / 'ppo'}"]
+    assert run_main(train.main, args) == 0
+    assert json.loads((tmp_path / "ppo" / "results.json").read_text())["eval"]["deterministic"] is False
+
+
 BAD_INPUTS = [
     (evaluate.main, ["episodes=3"], "missing model="),
     (evaluate.main, ["model=zoo:nope"],

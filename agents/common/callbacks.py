@@ -143,7 +143,8 @@ def rank_key(result: EvalResult) -> tuple[float, float]:
 
 class EvalCallback(BaseCallback):
     """Evaluate every ``eval_freq`` env steps; logs ``eval/mean_reward``, ``eval/std_reward``,
-    ``eval/mean_ep_length`` and ``eval/score`` (the env's own score, where it has one).
+    ``eval/mean_ep_length`` and ``eval/score`` (the env's own score, where it has one). ``deterministic=None``
+    acts as the agent's official test protocol does (argmax; DIAMOND and Δ-IRIS sample from the policy).
 
     With ``best_dir`` (SB3's ``best_model_save_path``, rl-zoo3's ``best_model``) a periodic evaluation that beats
     every earlier one of the run (:func:`rank_key`) saves the model there, without its replay buffer, and then
@@ -154,8 +155,9 @@ class EvalCallback(BaseCallback):
     """
 
     def __init__(self, eval_env: VecEnv, env_cfg: dict[str, Any], eval_freq: int, n_episodes: int,
-                 best_dir: str | Path | None = None) -> None:
+                 best_dir: str | Path | None = None, deterministic: bool | None = None) -> None:
         super().__init__()
+        self.deterministic = deterministic  # None: the agent's official test protocol
         self.eval_env = eval_env
         self.env_cfg = env_cfg
         self.eval_freq = eval_freq
@@ -231,7 +233,7 @@ class EvalCallback(BaseCallback):
 
     def evaluate_now(self) -> EvalResult:
         """Evaluate the model as it is now and log the result at its current step."""
-        result = evaluate(self.model, self.eval_env, self.n_episodes, self.env_cfg)
+        result = evaluate(self.model, self.eval_env, self.n_episodes, self.env_cfg, self.deterministic)
         self.last_result, self.last_eval_step = result, self.model.num_timesteps
         self.last_eval_updates = getattr(self.model, "_n_updates", None)
         self.logger.record("eval/mean_reward", result.mean)

@@ -22,6 +22,7 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     score: dict[str, float] = field(default_factory=dict)
+    deterministic: bool = True  # argmax actions (True) or actions sampled from the policy
 
     @property
     def mean(self) -> float:
@@ -39,13 +40,24 @@ class EvalResult:
             "mean_ep_length": float(np.mean(self.lengths)),
             "returns": self.returns,
             "score": self.score,
+            "deterministic": self.deterministic,
         }
 
 
+def official_deterministic(model: Any) -> bool:
+    """Whether the agent's official test protocol takes the argmax action: SB3's ``evaluate_policy`` default
+    (True) unless the agent says otherwise (DIAMOND's and Δ-IRIS's official test collectors sample)."""
+    return bool(getattr(model, "official_eval_deterministic", True))
+
+
 def evaluate(
-    model: Any, env: VecEnv, n_episodes: int, env_cfg: dict[str, Any], deterministic: bool = True
+    model: Any, env: VecEnv, n_episodes: int, env_cfg: dict[str, Any], deterministic: bool | None = None
 ) -> EvalResult:
-    """Run ``n_episodes`` full episodes of ``model`` in ``env`` and compute returns, lengths and the env's score."""
+    """Run ``n_episodes`` full episodes of ``model`` in ``env`` and compute returns, lengths and the env's score.
+
+    ``deterministic=None`` follows the agent's official test protocol (:func:`official_deterministic`)."""
+    if deterministic is None:
+        deterministic = official_deterministic(model)
     final_infos: list[dict[str, Any]] = []
 
     def keep_final_info(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
@@ -63,7 +75,7 @@ def evaluate(
         warn=False,
     )
     returns = [float(r) for r in returns]
-    return EvalResult(returns, [int(n) for n in lengths], env_score(env_cfg, returns, final_infos))
+    return EvalResult(returns, [int(n) for n in lengths], env_score(env_cfg, returns, final_infos), deterministic)
 
 
 class RandomPolicy:
