@@ -43,7 +43,7 @@ def parse_bool(key: str, value: str) -> bool:
 
 
 def parse_deterministic(key: str, value: str | bool) -> bool | None:
-    """``auto`` (None: the agent's official test protocol, see ``agents.common.evaluation.official_deterministic``),
+    """``auto`` (None: the agent's official test protocol, see ``agents.common.evaluation.resolve_deterministic``),
     true (argmax actions) or false (actions sampled from the policy)."""
     if isinstance(value, bool):
         return value

@@ -15,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from agents.common.checkpoint import CheckpointError, read_meta
-from agents.common.evaluation import conditioned_env, official_deterministic
+from agents.common.evaluation import conditioned_env, resolve_deterministic
 from agents.common.manifest import resolve_model
 from agents.common.registry import load_agent
 from envs.factory import make_vec_env
@@ -79,9 +79,7 @@ def main(argv: list[str]) -> int:
         env = model.wrap_env(env, target_return=parse_float("target", pairs["target"]))
     else:
         env = conditioned_env(model, env)  # dt/radt: conditioned on their default target return
-    if deterministic is None:
-        deterministic = official_deterministic(model)
-    frames, returns = record(model, env, episodes, max_steps, deterministic)
+    frames, returns = record(model, env, episodes, max_steps, resolve_deterministic(model, deterministic))
     env.close()
     video.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(video, [np.asarray(f, dtype=np.uint8) for f in frames], fps=fps)

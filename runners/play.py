@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.common.evaluation import official_deterministic
+from agents.common.evaluation import resolve_deterministic
 from runners.cli import (
     UsageError,
     check_keys,
@@ -316,8 +316,7 @@ def main(argv: list[str]) -> int:
         env.close()
         raise UsageError(f"model={pairs['model']} is a {getattr(model, 'agent_id', type(model).__name__)} "
                          "checkpoint; play needs a world-model agent (diamond, delta_iris)")
-    if deterministic is None:
-        deterministic = official_deterministic(model)
+    deterministic = resolve_deterministic(model, deterministic)
     blank = (np.zeros((*env.observation_space.shape[:2], 3), np.uint8), "")
     size = compose([blank] * (2 if compare else 1), scale).shape[1::-1]  # (width, height) of the window
     actor, names = make_actor(actor_kind, source, model, env, seed, deterministic, fps, size)

@@ -44,9 +44,11 @@ class EvalResult:
         }
 
 
-def official_deterministic(model: Any) -> bool:
-    """Whether the agent's official test protocol takes the argmax action: SB3's ``evaluate_policy`` default
-    (True) unless the agent says otherwise (DIAMOND's and Δ-IRIS's official test collectors sample)."""
+def resolve_deterministic(model: Any, deterministic: bool | None) -> bool:
+    """``deterministic`` as given, or for None the agent's official test protocol: the argmax action (SB3's
+    ``evaluate_policy`` default) unless the agent says otherwise (DIAMOND's and Δ-IRIS's test collectors sample)."""
+    if deterministic is not None:
+        return deterministic
     return bool(getattr(model, "official_eval_deterministic", True))
 
 
@@ -55,9 +57,8 @@ def evaluate(
 ) -> EvalResult:
     """Run ``n_episodes`` full episodes of ``model`` in ``env`` and compute returns, lengths and the env's score.
 
-    ``deterministic=None`` follows the agent's official test protocol (:func:`official_deterministic`)."""
-    if deterministic is None:
-        deterministic = official_deterministic(model)
+    ``deterministic=None`` follows the agent's official test protocol (:func:`resolve_deterministic`)."""
+    deterministic = resolve_deterministic(model, deterministic)
     final_infos: list[dict[str, Any]] = []
 
     def keep_final_info(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
