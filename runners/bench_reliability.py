@@ -1,11 +1,13 @@
 """Reliability summary (issue 9): runs the fault-injection suite ``tests/reliability`` and counts, per category and
 per agent, the faults tried and the faults survived (refused or stopped as designed, nothing lost); its ``memory``
-part measures the peak RSS of training runs (:mod:`runners.reliability_memory`, item 7).
+part measures the peak RSS of training runs (:mod:`runners.reliability_memory`, item 7); its ``determinism`` part
+trains every agent for 1,000 steps twice in two processes and compares the runs
+(:mod:`runners.reliability_determinism`, item 2 at the issue's length).
 
-    python -m runners.bench reliability [workers=2] [part=all|faults|memory] [seconds=120] [agents=a,b]
+    python -m runners.bench reliability [workers=2] [part=all|faults|determinism|memory] [seconds=120] [agents=a,b]
 
-``part=faults`` or ``part=memory`` reruns one part and keeps the other part's section of the existing file;
-``agents=`` (memory) measures those agents only and replaces their rows of the existing table, keeping the others.
+A part other than ``all`` reruns that part and keeps the other parts' sections of the existing file; ``agents=``
+(memory, determinism) measures those agents only and replaces their rows of the existing table, keeping the others.
 
 Each parametrized test case is one fault: its category is its test file, its agent the registry id in its test id
 (bad-configuration cases are counted per runner instead).
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from agents.common.manifest import machine
@@ -38,12 +41,13 @@ CATEGORIES = {
 }
 # issue 9's list of agents: any not in the registry yet is named in the summary
 PLANNED_AGENTS = ("dqn", "ppo", "sac", "stochdqn", "stochddqn", "dt", "radt", "diamond", "delta_iris", "act")
+DETERMINISM_HEADING = "## 2. Determinism over the first 1,000 steps"
 MEMORY_HEADING = "## 7. Memory (peak RSS)"
 KILL_NOTE = ("A case of *1. kill and resume* is a whole scenario: per agent, one case SIGKILLs its training three "
              "times (at a random step after the first checkpoint, in the middle of a checkpoint write, at a random "
              "step after the resume point) and resumes after each kill with `resume=`; the other compares a loaded "
              "checkpoint's weights, optimizer state and counters with the saved ones.")
-PARTS = ("all", "faults", "memory")
+PARTS = ("all", "faults", "determinism", "memory")
 
 
 def run_suite(workers: int) -> list[tuple[str, str, bool]]:
@@ -136,10 +140,11 @@ def render(cases: list[tuple[str, str, bool]], workers: int) -> str:
         "checkpoint, so a resumed run starts a new episode); offline agents (dt, radt, act) do. The world-model "
         "agents (diamond, delta_iris) checkpoint at epoch ends, after the epoch's training, with the episode being "
         "collected: a resumed run ends with the uninterrupted run's epoch, update counts and buffered steps.",
-        "- Determinism is tested over the length of each agent's tiny run (80 to 2,000 steps), not 1,000 steps for "
-        "every agent. Same seed, two processes, CPU, one torch thread: identical env trajectories and allclose "
-        "(rtol 1e-6) losses and weights for every agent (delta_iris on Crafter: bit-identical, since envs/crafter.py "
-        "hashes crafter's objects by creation index).",
+        "- Determinism in `make test` runs each agent's tiny run (80 to 2,000 steps), what fits in CI. Same seed, two "
+        "processes, CPU, one torch thread: identical env trajectories and allclose (rtol 1e-6) losses and weights "
+        "for every agent (delta_iris on Crafter: bit-identical, since envs/crafter.py hashes crafter's objects by "
+        "creation index). The issue's first 1,000 steps of every agent are checked the same way by "
+        "`part=determinism`, in the section below.",
         "- 4. numerical faults: tabular stochq has no loss, no gradient and Discrete observations (no NaN possible): "
         "its TD error is guarded instead (a NaN reward stops the run). diamond and delta_iris take uint8 frames, "
         "which hold no NaN: an env with float frames is refused (exit 2); their NaN losses stop the run at the end "
@@ -152,24 +157,23 @@ def render(cases: list[tuple[str, str, bool]], workers: int) -> str:
     return "\n".join(lines)
 
 
-def split_sections(text: str) -> tuple[str, str]:
-    """(fault part, memory part) of an existing summary."""
-    if MEMORY_HEADING in text:
-        before, after = text.split(MEMORY_HEADING, 1)
-        return before.rstrip() + "\n", MEMORY_HEADING + after
-    return text, ""
+def split_sections(text: str) -> tuple[str, str, str]:
+    """(fault part, determinism part, memory part) of an existing summary; a part it lacks is ""."""
+    text, memory = text.split(MEMORY_HEADING, 1) if MEMORY_HEADING in text else (text, None)
+    faults, determinism = text.split(DETERMINISM_HEADING, 1) if DETERMINISM_HEADING in text else (text, None)
+    return (faults.rstrip() + "\n" if faults.strip() else "",
+            DETERMINISM_HEADING + determinism.rstrip() + "\n" if determinism is not None else "",
+            MEMORY_HEADING + memory if memory is not None else "")
 
 
-def merge_rows(old: str, new: str, agents: list[str]) -> str:
-    """``old``'s memory section with the table rows of ``agents`` taken from ``new`` (appended when ``old`` has
-    none), in the order of ``MEMORY_RUNS``; the rest of ``old`` (its method paragraph) is kept."""
-    from runners.reliability_memory import MEMORY_RUNS
-
+def merge_rows(old: str, new: str, agents: list[str], order: Sequence[str]) -> str:
+    """``old``'s section with the table rows of ``agents`` taken from ``new`` (a row's first cell is its agent),
+    in the order of ``order``; the rest of ``old`` (its method paragraph) is kept."""
     def rows(text: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for line in text.splitlines():
             cells = [c.strip() for c in line.split("|")]
-            if len(cells) > 2 and cells[1] in MEMORY_RUNS:
+            if len(cells) > 2 and cells[1] in order:
                 out.setdefault(cells[1], []).append(line)
         return out
 
@@ -179,9 +183,9 @@ def merge_rows(old: str, new: str, agents: list[str]) -> str:
     lines, table_done = [], False
     for line in old.splitlines():
         cells = [c.strip() for c in line.split("|")]
-        if len(cells) > 2 and cells[1] in MEMORY_RUNS:
-            if not table_done:  # the whole table body at the first row, in registry order
-                lines += [r for agent in MEMORY_RUNS for r in merged.get(agent, [])]
+        if len(cells) > 2 and cells[1] in order:
+            if not table_done:  # the whole table body at the first row, in the order of ``order``
+                lines += [r for agent in order for r in merged.get(agent, [])]
                 table_done = True
             continue
         lines.append(line)
@@ -189,6 +193,9 @@ def merge_rows(old: str, new: str, agents: list[str]) -> str:
 
 
 def run(out_path: str, workers: str = "2", part: str = "all", seconds: str = "120", agents: str = "all") -> str:
+    from runners.reliability_determinism import DETERMINISM_RUNS
+    from runners.reliability_determinism import measure_all as measure_determinism
+    from runners.reliability_determinism import render as render_determinism
     from runners.reliability_memory import MEMORY_RUNS, measure_all
     from runners.reliability_memory import render as render_memory
 
@@ -197,16 +204,20 @@ def run(out_path: str, workers: str = "2", part: str = "all", seconds: str = "12
     if part not in PARTS:
         raise UsageError(f"part={part}: choose one of {', '.join(PARTS)}")
     chosen = None if agents == "all" else [a for a in agents.split(",") if a]
+    known = DETERMINISM_RUNS if part == "determinism" else MEMORY_RUNS
     for agent in chosen or []:
-        if agent not in MEMORY_RUNS:
-            raise UsageError(f"agents: unknown agent '{agent}'; choose from: {', '.join(MEMORY_RUNS)}, all")
+        if agent not in known:
+            raise UsageError(f"agents: unknown agent '{agent}'; choose from: {', '.join(known)}, all")
     path = Path(out_path)
-    faults, memory = split_sections(path.read_text() if path.exists() else "")  # the part not rerun stays
-    new_faults = render(run_suite(n), n) if part in ("all", "faults") else None
-    new_memory = render_memory(measure_all(duration, chosen), duration) if part in ("all", "memory") else None
-    if new_memory and chosen:
-        new_memory = merge_rows(memory, new_memory, chosen)
-    faults, memory = new_faults or faults, new_memory or memory
-    text = faults + ("\n" + memory if memory else "")
+    faults, determinism, memory = split_sections(path.read_text() if path.exists() else "")  # parts not rerun stay
+    if part in ("all", "faults"):
+        faults = render(run_suite(n), n)
+    if part in ("all", "determinism"):
+        new = render_determinism(measure_determinism(chosen if part == "determinism" else None), DETERMINISM_HEADING)
+        determinism = merge_rows(determinism, new, chosen, list(DETERMINISM_RUNS)) if chosen else new
+    if part in ("all", "memory"):
+        new = render_memory(measure_all(duration, chosen if part == "memory" else None), duration)
+        memory = merge_rows(memory, new, chosen, list(MEMORY_RUNS)) if chosen else new
+    text = "\n".join(section.rstrip() + "\n" for section in (faults, determinism, memory) if section)
     path.write_text(text)
     return text

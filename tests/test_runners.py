@@ -166,3 +166,21 @@ def test_reliability_summary_reads_junit_cases_with_and_without_the_loadgroup_su
         ("5. disk faults", "test_zoo_add_fails", True),
     ]
     assert [agent_of(category, name) for category, name, _ in cases] == ["dqn", "radt", "(agent-independent)"]
+
+
+def test_reliability_summary_keeps_the_parts_not_rerun_and_merges_rows_by_agent() -> None:
+    from runners.bench_reliability import DETERMINISM_HEADING, MEMORY_HEADING, merge_rows, split_sections
+
+    faults = "# Reliability\n\n| a | b |\n"
+    determinism = f"{DETERMINISM_HEADING}\n\nold method\n\n| agent | x |\n|-|-|\n| dqn | 1 |\n| sac | 2 |\n"
+    memory = f"{MEMORY_HEADING}\n\n| agent | mb |\n| ppo | 3 |\n"
+    assert split_sections(faults + "\n" + determinism + "\n" + memory) == (faults, determinism, memory)
+    assert split_sections(faults + "\n" + memory) == (faults, "", memory)
+    assert split_sections("") == ("", "", "")
+
+    new = f"{DETERMINISM_HEADING}\n\nnew method\n\n| agent | x |\n|-|-|\n| act | 9 |\n| sac | 8 |\n| dqn | 7 |\n"
+    merged = merge_rows(determinism, new, ["sac", "act"], ["dqn", "sac", "act"])
+    # dqn kept from the old table, sac replaced, act added; rows in the given order; the old method text kept
+    table = "| agent | x |\n|-|-|\n| dqn | 1 |\n| sac | 8 |\n| act | 9 |\n"
+    assert merged == f"{DETERMINISM_HEADING}\n\nold method\n\n{table}"
+    assert merge_rows("", new, ["sac"], ["dqn", "sac", "act"]) == new
