@@ -39,8 +39,9 @@ one process gives the weights of ``learn(m)``. The official dataset also holds t
 collected; here episodes are sampled once they end.
 
 Evaluation: ``predict(deterministic=True)`` takes the argmax, as SB3's contract says; the official test collector
-samples (``should_sample: true``), so evaluate as the paper does with ``deterministic=false``
-(:attr:`DeltaIris.official_eval_deterministic`).
+samples (``should_sample: true``), and so do the runners by default (``deterministic=auto`` /
+``eval_deterministic=auto``, resolved from :attr:`DeltaIris.official_eval_deterministic`); ``deterministic=true``
+forces the argmax.
 
 Usage::
 
@@ -134,7 +135,7 @@ class DeltaIris(ZooAlgorithm, EpochLoop, BaseAlgorithm):
     """
 
     agent_id = "delta_iris"
-    #: the official test collector samples from the policy; the runners' evaluation takes the argmax
+    #: the official test collector samples from the policy, and so do the runners' evaluations by default
     official_eval_deterministic: ClassVar[bool] = False
     policy_aliases: ClassVar[dict[str, type]] = {"CnnPolicy": DeltaIrisPolicy, "DeltaIrisPolicy": DeltaIrisPolicy}
     policy: DeltaIrisPolicy

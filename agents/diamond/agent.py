@@ -27,8 +27,10 @@ segments hold equally many (else each rank's frames weigh ``1 / (world_size x it
 
 Evaluation: ``predict(deterministic=True)`` takes the argmax of the policy, as SB3's contract says; the official test
 collector samples from the policy (``epsilon`` 0 but ``Categorical(logits).sample()``, ``src/coroutines/env_loop.py``).
-The runners' periodic evaluation (``EvalCallback``) is deterministic for every agent; evaluate DIAMOND as the paper
-does with ``python -m runners.evaluate model=... deterministic=false`` (:attr:`Diamond.official_eval_deterministic`).
+The runners follow the official protocol by default (``deterministic=auto`` of ``runners.evaluate``, ``enjoy``,
+``play`` and ``zoo add``, ``eval_deterministic=auto`` of the training's evaluations, resolved from
+:attr:`Diamond.official_eval_deterministic` by :func:`~agents.common.evaluation.resolve_deterministic`): they sample;
+``deterministic=true`` forces the argmax.
 
 Usage::
 
@@ -117,7 +119,7 @@ class Diamond(ZooAlgorithm, DiamondLoop, BaseAlgorithm):
     """
 
     agent_id = "diamond"
-    #: the official test-time policy samples (see the module docstring); the runners' evaluation takes the argmax
+    #: the official test-time policy samples (see the module docstring), and so do the runners' evaluations by default
     official_eval_deterministic: ClassVar[bool] = False
     policy_aliases: ClassVar[dict[str, type]] = {"CnnPolicy": DiamondPolicy, "DiamondPolicy": DiamondPolicy}
     policy: DiamondPolicy
