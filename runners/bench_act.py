@@ -14,9 +14,12 @@ Parts, each measured side by side in one run on this machine and written to ``re
   kinematic error (``env.kwargs.kinematic_error=0.01``: the measured tool positions drift from the true ones,
   so absolute actions miss where relative ones need not).
 
+  ``seeds=N first_seed=S`` trains seeds S..S+N-1 of every model and reports mean +- std over them.
+
 Training runs are separate ``runners.train`` processes (``workers`` at a time, one torch thread each) under
-``runs/bench/act``, evaluations separate ``runners.evaluate`` processes; finished runs and evaluations are reused,
-so an interrupted benchmark continues where it stopped.
+``runs/bench/act/<demonstrations file>/<model>_<steps>_s<seed>``, evaluations separate ``runners.evaluate``
+processes; finished runs and evaluations are reused, so an interrupted benchmark continues where it stopped and a
+later invocation with more seeds trains only the new ones.
 """
 
 from __future__ import annotations
@@ -156,14 +159,28 @@ def _evaluate_open_loop(run: Path, kinematic_error: float, episodes: int, seed: 
     atomic_write_text(out, json.dumps(result.as_dict()))
 
 
-def success(steps: int, episodes: int, workers: int, demos: str, kinematic_error: float) -> str:
-    if not Path(demos).is_file():
+def _rate(results: list[dict[str, Any]]) -> str:
+    """Success rate of one seed (``56%``), or mean +- std over seeds with each seed's rate (``68% +- 12% (80, 56)``)."""
+    rates = [r["score"]["success_rate"] * 100 for r in results]
+    if len(rates) == 1:
+        return f"{rates[0]:.0f}%"
+    return f"{np.mean(rates):.0f}% +- {np.std(rates):.0f}% ({', '.join(f'{r:.0f}' for r in rates)})"
+
+
+def success(steps: int, episodes: int, workers: int, demos: str, kinematic_error: float, seeds: int = 1,
+            first_seed: int = 0) -> str:
+    demos_path = Path(demos)
+    if not demos_path.is_file():
         raise FileNotFoundError(f"demos={demos}: record them with python -m runners.demos env=needle episodes=50 "
                                 f"image_size=64")
-    runs = {name: RUNS / f"{_slug(name)}_{steps}" for name in MODELS}
+    n_demos = json.loads(demos_path.with_suffix(".json").read_text())["episodes"]
+    seed_list = list(range(first_seed, first_seed + seeds))
+    # one folder per demonstration file and budget, so that runs from other demonstrations are never reused
+    runs = {(name, seed): RUNS / demos_path.stem / f"{_slug(name)}_{steps}_s{seed}" for name in MODELS
+            for seed in seed_list}
     train_all([["agent=act", "env=needle", "preset=cpu", f"demos={demos}", f"total_timesteps={steps}",
-                "eval_freq=0", "eval_episodes=1", "save_freq=1000000", "torch_threads=1", "progress_bar=false",
-                *extra, f"run_dir={runs[name]}"] for name, extra in MODELS.items()], workers)
+                f"seed={seed}", "eval_freq=0", "eval_episodes=1", "save_freq=1000000", "torch_threads=1",
+                "progress_bar=false", *MODELS[name], f"run_dir={run}"] for (name, seed), run in runs.items()], workers)
     jobs = []
     for run in runs.values():
         for ke in (0.0, kinematic_error):
@@ -171,33 +188,46 @@ def success(steps: int, episodes: int, workers: int, demos: str, kinematic_error
                           f"env.kwargs.kinematic_error={ke}", f"out={_eval_file(run, ke)}"], _eval_file(run, ke)))
     run_processes(jobs, "runners.evaluate", workers)
     torch.set_num_threads(1)
-    hybrid = runs["ACT hybrid_relative"]
-    for ke in (0.0, kinematic_error):
-        _evaluate_open_loop(hybrid, ke, episodes, 1000)
+    for seed in seed_list:
+        for ke in (0.0, kinematic_error):
+            _evaluate_open_loop(runs[("ACT hybrid_relative", seed)], ke, episodes, 1000)
     rows = [f"| model | success, no error | success, {kinematic_error * 100:g} cm error | mean length (no error) | "
             f"train wall time |", "|---|---|---|---|---|"]
-    entries = [(name, run, True) for name, run in runs.items() if name != "BC single-step (hybrid_relative)"]
-    entries.insert(3, (NO_ENSEMBLING, hybrid, False))
-    entries.append(("BC single-step (hybrid_relative)", runs["BC single-step (hybrid_relative)"], True))
-    for name, run, ensembling in entries:
-        clean, drift = (json.loads(_eval_file(run, ke, ensembling).read_text()) for ke in (0.0, kinematic_error))
-        wall = json.loads((run / "results.json").read_text())["wall_time_s"]
-        rate = [f"{r['score']['success_rate'] * 100:.0f}%" for r in (clean, drift)]
-        rows.append(f"| {name} | {rate[0]} | {rate[1]} | {clean['mean_ep_length']:.0f} | {wall / 60:.0f} min |")
+    bc = "BC single-step (hybrid_relative)"
+    entries = [(name, name, True) for name in MODELS if name != bc]
+    entries.insert(3, (NO_ENSEMBLING, "ACT hybrid_relative", False))
+    entries.append((bc, bc, True))
+    precisions = set()
+    for label, name, ensembling in entries:
+        trained = [runs[(name, seed)] for seed in seed_list]
+        clean, drift = ([json.loads(_eval_file(run, ke, ensembling).read_text()) for run in trained]
+                        for ke in (0.0, kinematic_error))
+        summaries = [json.loads((run / "results.json").read_text()) for run in trained]
+        precisions |= {summary.get("precision", "?") for summary in summaries}
+        wall = np.mean([summary["wall_time_s"] for summary in summaries])
+        length = np.mean([result["mean_ep_length"] for result in clean])
+        rows.append(f"| {label} | {_rate(clean)} | {_rate(drift)} | {length:.0f} | {wall / 60:.0f} min |")
+    seeds_text = (f"training seed {seed_list[0]}" if seeds == 1 else
+                  f"training seeds {seed_list[0]}..{seed_list[-1]} (mean +- std over seeds, each seed's rate in "
+                  f"brackets; mean length and wall time: means over seeds)")
     return "\n".join(rows) + (
         f"\n\nBudget: {steps} gradient steps each (preset=cpu networks: 64 px, ResNet18 width 0.5, hidden 256, "
-        f"chunk 50, batch 16, bf16), one torch thread per run, {workers} runs at a time; 50 expert demonstrations "
-        f"recorded without kinematic error ({demos}); {episodes} evaluation episodes per cell (seeds from 1000), "
-        f"one training seed; the train wall times vary with what else shared the cores (the seconds on the command "
-        f"line count only the invocation that wrote this section, which reuses finished runs and evaluations). "
-        f"A success is stage 4 (needle held by the right instrument inside the target sphere) "
-        f"within 150 steps; the scripted expert succeeds in 100/100 episodes with or without the error.\n"
+        f"chunk 50, batch 16, {'/'.join(sorted(precisions))}), one torch thread per run, {workers} runs at a time; "
+        f"{n_demos} expert demonstrations recorded without kinematic error ({demos}); {episodes} evaluation episodes "
+        f"per cell (seeds from 1000), {seeds_text}; the final model of each run (no selection on evaluations); the "
+        f"train wall times vary with what else shared the cores (the seconds on the command line count only the "
+        f"invocation that wrote this section, which reuses finished runs and evaluations). A success is stage 4 "
+        f"(needle held by the right instrument inside the target sphere) within 150 steps; the scripted expert "
+        f"succeeds in 100/100 episodes with or without the error.\n"
     )
 
 
 def run(out_path: str, parts: str = ",".join(PARTS), steps: str = "3000", episodes: str = "50",
-        workers: str = "2", demos: str = DEMOS, kinematic_error: str = "0.01") -> str:
+        workers: str = "2", demos: str = DEMOS, kinematic_error: str = "0.01", seeds: str = "1",
+        first_seed: str = "0") -> str:
     n_steps = parse_int("steps", steps, minimum=1)
+    n_seeds = parse_int("seeds", seeds, minimum=1)
+    seed0 = parse_int("first_seed", first_seed, minimum=0)
     n_episodes = parse_int("episodes", episodes, minimum=1)
     n_workers = parse_int("workers", workers, minimum=1)
     error = parse_float("kinematic_error", kinematic_error)
@@ -208,7 +238,7 @@ def run(out_path: str, parts: str = ",".join(PARTS), steps: str = "3000", episod
     ]
     titles = {"speed": "## Speed beside the authors' ACT", "success": "## Success rate by action representation"}
     functions = {"speed": speed,
-                 "success": lambda: success(n_steps, n_episodes, n_workers, demos, error)}
+                 "success": lambda: success(n_steps, n_episodes, n_workers, demos, error, n_seeds, seed0)}
     options = {"steps": str(n_steps), "episodes": str(n_episodes), "workers": str(n_workers), "demos": demos,
-               "kinematic_error": f"{error:g}"}
+               "kinematic_error": f"{error:g}", "seeds": str(n_seeds), "first_seed": str(seed0)}
     return run_parts("act", out_path, parts, header, titles, functions, options)

@@ -24,6 +24,7 @@ torchrun trains in one process (world size 1).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -47,6 +48,9 @@ from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
 from runners.cli import UsageError, parse_args, parse_deterministic, run_main
 from runners.config import compose_train_config, config_markdown, resume_config
+
+# errno of a write the disk refuses: full, read-only, over quota
+DISK_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def default_run_dir(cfg: DictConfig) -> Path:
@@ -133,13 +137,18 @@ class Trainer:
         callbacks += ([evaluation] if self.cfg.eval_freq > 0 else []) + [checkpoints]
         callbacks += [make(evaluation) for make in self.after_eval]
         if remaining > 0:
-            self.model.learn(
-                total_timesteps=remaining,
-                callback=CallbackList(callbacks if self.writes else []),
-                progress_bar=self.cfg.progress_bar and self.writes,
-                reset_num_timesteps=self.model.num_timesteps == 0,
-                tb_log_name="",
-            )
+            try:
+                self.model.learn(
+                    total_timesteps=remaining,
+                    callback=CallbackList(callbacks if self.writes else []),
+                    progress_bar=self.cfg.progress_bar and self.writes,
+                    reset_num_timesteps=self.model.num_timesteps == 0,
+                    tb_log_name="",
+                )
+            except OSError as e:  # the logs could not be written (a periodic checkpoint only warns and goes on)
+                if e.errno not in DISK_FAULTS:
+                    raise
+                raise self.disk_fault("writing the run's logs", e) from None
         if not self.writes:
             self.dist.barrier()  # type: ignore[union-attr]  # until rank 0 has saved and evaluated the final model
             self.close()
@@ -147,10 +156,7 @@ class Trainer:
         try:
             self.model.save(self.run_dir / "final")
         except OSError as e:  # a full or read-only disk: the periodic checkpoints written so far are intact
-            last = latest_checkpoint(self.run_dir)
-            kept = f"the last checkpoint {last} is intact; resume with resume={self.run_dir}" if last else (
-                "no checkpoint was written")
-            raise TrainingFault(f"saving the final model failed ({e}); {kept}") from None
+            raise self.disk_fault("saving the final model", e) from None
         # the final evaluation, unless the last periodic one saw this very model (same step, no update since); when
         # the model changed after a periodic evaluation logged at this very step (SB3's off-policy update after the
         # step's callbacks, DIAMOND's and Δ-IRIS's final epochs), results.json gets the final model's evaluation and
@@ -177,6 +183,18 @@ class Trainer:
             self.dist.barrier()
         self.close()
         return summary
+
+    def disk_fault(self, what: str, error: OSError) -> TrainingFault:
+        """The one line for a write the disk refused: what failed, why, and the last checkpoint to resume from. The
+        logger is closed without flushing what it could not write."""
+        last = latest_checkpoint(self.run_dir)
+        kept = f"the last checkpoint {last} is intact; resume with resume={self.run_dir}" if last else (
+            "no checkpoint was written")
+        try:
+            self.close()
+        except OSError:
+            pass  # the same disk refuses the logger's last flush
+        return TrainingFault(f"{what} failed ({error}); {kept}")
 
     def close(self) -> None:
         self.env.close()

@@ -309,3 +309,11 @@ def test_train_evaluate_and_enjoy_from_the_command_line(demos: str, tmp_path, ca
     assert run_main(enjoy.main, [f"model={run_dir / 'final'}", f"video={video}", "max_steps=5", "device=cpu"]) == 0
     frames = imageio.mimread(video)
     assert len(frames) == 5 and frames[0].shape == (SIZE, 3 * SIZE, 3)  # the three views side by side
+
+
+def test_benchmark_reports_one_seed_or_mean_and_std_over_seeds() -> None:
+    from runners.bench_act import _rate
+
+    assert _rate([{"score": {"success_rate": 0.56}}]) == "56%"
+    # seeds 0 and 1 of the cpu preset: mean 68, population std |80 - 56| / 2 = 12
+    assert _rate([{"score": {"success_rate": 0.8}}, {"score": {"success_rate": 0.56}}]) == "68% +- 12% (80, 56)"

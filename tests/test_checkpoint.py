@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -35,6 +36,7 @@ from agents.common.checkpoint import (
 from agents.common.manifest import MANIFEST_NAME, directory_files, read_manifest, resolve_model, write_entry
 from agents.common.persistence import REPLAY_FILE
 from agents.common.registry import load_agent
+from tests.filesystems import fill, remount, small_tmpfs
 
 ENV_IDS = {"dqn": "CartPole-v1", "ppo": "CartPole-v1", "sac": "Pendulum-v1"}
 TRAINED_STEPS = {"dqn": 200, "ppo": 64, "sac": 100}
@@ -371,17 +373,38 @@ def test_interrupted_save_keeps_the_previous_checkpoint_and_no_temporary_directo
 def test_save_into_a_read_only_directory_fails_and_keeps_the_previous_checkpoint(
     dqn: DQN, dqn_checkpoint: Path, tmp_path: Path
 ) -> None:
+    if os.geteuid() == 0:  # chmod does not stop root: a file system mounted read-only does
+        with small_tmpfs(tmp_path) as mount_point:
+            ckpt = copy_of(dqn_checkpoint, mount_point)
+            remount(mount_point, "ro")
+            with pytest.raises(OSError, match="Read-only file system"):
+                dqn.save(ckpt)
+            assert sorted(p.name for p in mount_point.iterdir()) == ["ckpt"]
+            assert_acts_like(dqn, DQN.load(ckpt))
+        return
     ckpt = copy_of(dqn_checkpoint, tmp_path)
     tmp_path.chmod(0o555)
     try:
-        if os.access(tmp_path, os.W_OK):
-            pytest.skip("running as root: chmod 0o555 does not stop writes")
         with pytest.raises(OSError):
             dqn.save(ckpt)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     finally:
         tmp_path.chmod(0o755)
     assert_acts_like(dqn, DQN.load(ckpt))
+
+
+def test_a_real_full_disk_is_an_os_error_and_keeps_the_previous_checkpoint(
+    dqn: DQN, dqn_checkpoint: Path, tmp_path: Path
+) -> None:
+    """safetensors reports the OS's ENOSPC as its own SafetensorError; the checkpoint writer raises it as OSError."""
+    with small_tmpfs(tmp_path) as mount_point:
+        ckpt = copy_of(dqn_checkpoint, mount_point)
+        fill(mount_point)
+        with pytest.raises(OSError) as error:
+            dqn.save(ckpt)
+        assert error.value.errno == errno.ENOSPC
+        assert sorted(p.name for p in mount_point.iterdir()) == ["ckpt", "filler"]
+        assert_acts_like(dqn, DQN.load(ckpt))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -173,6 +173,23 @@ def dedupe_shared(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     return stored, aliases
 
 
+OS_ERROR_IN_SAFETENSORS = re.compile(r"\(os error (\d+)\)")
+
+
+def write_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """safetensors' ``save_file``, with the operating system's refusals (a full disk, a read-only file system) raised
+    as the ``OSError`` they are: safetensors reports them as a ``SafetensorError`` whose message ends in
+    ``(os error N)``, which a caller guarding its saves with ``except OSError`` would not catch."""
+    try:
+        save_file(dict(tensors), str(path))
+    except SafetensorError as e:
+        found = OS_ERROR_IN_SAFETENSORS.search(str(e))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from e
+
+
 def save_checkpoint(
     path: str | Path,
     tensors: Mapping[str, torch.Tensor],
@@ -187,7 +204,7 @@ def save_checkpoint(
     try:
         tmp.mkdir()
         stored, aliases = dedupe_shared(tensors)
-        save_file({k: v.contiguous() for k, v in stored.items()}, str(tmp / MODEL_FILE))
+        write_tensors({k: v.contiguous() for k, v in stored.items()}, tmp / MODEL_FILE)
         for name, writer in (extra_writers or {}).items():
             writer(tmp / name)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}

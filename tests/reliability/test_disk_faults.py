@@ -1,6 +1,10 @@
 """Issue 9, item 5: a checkpoint save that fails (a full disk: OSError ENOSPC injected into the safetensors writer,
 since the tests run as root and chmod would not stop them) leaves the previous checkpoint valid.
 
+The same on a real file system where the machine lets the tests mount one: the run directory on a small tmpfs that
+fills up, or is remounted read-only, in the middle of the run; the OS itself refuses the writes (skipped, with the
+reason, where mounting is not permitted).
+
 A periodic checkpoint that fails is reported on one warning line naming the step and the intact previous checkpoint,
 and training goes on; a final model that cannot be written stops the run with one error line (exit 1) naming the
 last good checkpoint to resume from. No temporary directory is left behind either way. Every agent of
@@ -23,6 +27,7 @@ from agents.common.checkpoint import verify_checkpoint
 from agents.common.registry import load_agent
 from runners import train
 from runners.cli import run_main
+from tests.filesystems import fill, remount, small_tmpfs
 from tests.reliability.conftest import AGENTS, TINY_RUNS, TinyRuns
 
 
@@ -141,3 +146,59 @@ def test_a_zoo_add_that_fails_leaves_the_earlier_entry_and_its_files_as_they_wer
         with pytest.raises(OSError, match="No space left"):
             zoo.main(add)
     kept()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A real file system: a tmpfs that fills up or turns read-only during the run
+# ----------------------------------------------------------------------------------------------------------------
+REAL_FS_AGENTS = ("dqn", "diamond")  # the callback's periodic checkpoints with a replay buffer; the epoch loop's
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+@pytest.mark.parametrize("agent", REAL_FS_AGENTS)
+def test_a_real_disk_that_fills_up_or_turns_read_only_mid_run_keeps_the_last_checkpoint_and_resumes(
+    agent: str, fault: str, runs: TinyRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = save_steps(agent)
+    with small_tmpfs(tmp_path) as mount_point:
+        run_dir = mount_point / "run"
+        # the disk fills up (or turns read-only) as the second periodic checkpoint starts writing its tensors; from
+        # there on the OS refuses the writes, the final model's included
+        original, calls = checkpoint.save_file, {"n": 0}
+
+        def fault_at_second_save(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                filler = fill(mount_point) if fault == "full" else remount(mount_point, "ro")
+                calls["filler"] = filler
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(checkpoint, "save_file", fault_at_second_save)
+        capsys.readouterr()
+        assert run_main(train.main, runs.args(agent, run_dir)) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        reason = "[Errno 28] No space left on device" if fault == "full" else "[Errno 30] Read-only file system"
+        previous = run_dir / "checkpoints" / f"step_{first:010d}"
+        assert f"warning: checkpoint at step {second} failed ({reason}); the previous checkpoint {previous} is " \
+               "intact" in err
+        # the run stops at the next write it cannot skip: the final model, or the logs of an epoch (the world-model
+        # agents dump them after their checkpoint); the OS may name the file it refused
+        assert err[-1].startswith((f"error: saving the final model failed ({reason}",
+                                   f"error: writing the run's logs failed ({reason}")), err[-1]
+        assert err[-1].endswith(f"); the last checkpoint {previous} is intact; resume with resume={run_dir}")
+        assert [p for _, p in checkpoint_dirs(run_dir)] == [previous]
+        assert verify_checkpoint(previous) and not (run_dir / "final").exists()
+        assert load_agent(previous, device="cpu").num_timesteps == first
+
+        # space comes back (or the file system is writable again): resume= finishes the run from that checkpoint
+        monkeypatch.setattr(checkpoint, "save_file", original)
+        if fault == "full":
+            calls["filler"].unlink()
+        else:
+            remount(mount_point, "rw")
+        assert run_main(train.main, [f"resume={run_dir}", "progress_bar=false"]) == 0
+        assert verify_checkpoint(run_dir / "final")
+        assert load_agent(run_dir / "final", device="cpu").num_timesteps == load_agent(
+            runs[agent] / "final", device="cpu").num_timesteps
+        no_leftovers(run_dir)  # a read-only disk kept the second save's temporary directory; the resume removed it
