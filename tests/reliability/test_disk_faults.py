@@ -151,7 +151,7 @@ def test_a_zoo_add_that_fails_leaves_the_earlier_entry_and_its_files_as_they_wer
 # ----------------------------------------------------------------------------------------------------------------
 # A real file system: a tmpfs that fills up or turns read-only during the run
 # ----------------------------------------------------------------------------------------------------------------
-REAL_FS_AGENTS = ("dqn", "diamond")  # the callback's periodic checkpoints with a replay buffer; the epoch loop's
+REAL_FS_AGENTS = ("dqn", "dt", "diamond")  # SB3 loop with a replay buffer; an offline learner; the epoch loop
 
 
 @pytest.mark.parametrize("fault", ["full", "read-only"])
