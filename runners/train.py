@@ -24,7 +24,6 @@ torchrun trains in one process (world size 1).
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import json
 import sys
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from agents.common.callbacks import CheckpointCallback, EvalCallback, TrainingFa
 from agents.common.checkpoint import atomic_write_text
 from agents.common.distributed import DistributedContext, distributed_session, torchrun_env
 from agents.common.evaluation import conditioned_env, evaluate
-from agents.common.logger import configure_logger, log_text
+from agents.common.logger import DISK_FAULTS, configure_logger, log_text
 from agents.common.nan_guard import NanGuardCallback
 from agents.common.precision import resolve_precision
 from agents.common.registry import REGISTRY, check_compatible, get_spec, make_agent
@@ -48,9 +47,6 @@ from envs.datasets import resolve_dataset
 from envs.factory import make_vec_env
 from runners.cli import UsageError, parse_args, parse_deterministic, run_main
 from runners.config import compose_train_config, config_markdown, resume_config
-
-# errno of a write the disk refuses: full, read-only, over quota
-DISK_FAULTS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 
 def default_run_dir(cfg: DictConfig) -> Path:

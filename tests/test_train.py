@@ -78,6 +78,35 @@ def test_tiny_dqn_run_from_the_command_line_writes_tensorboard_events(tmp_path: 
     assert (run_dir / "config.yaml").is_file()
 
 
+def test_tensorboard_writer_thread_disk_faults_are_kept_quiet_and_other_exceptions_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread's refused write is raised again by the training loop's next write (the trainer's one line);
+    its own traceback is dropped. Any other exception, of that thread or another, still reaches the hook."""
+    import errno
+    import threading
+
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    from agents.common.logger import configure_logger
+
+    seen: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    configure_logger(tmp_path / "tb")
+    writer_thread = _AsyncWriterThread.__new__(_AsyncWriterThread)
+    cases = [
+        (writer_thread, OSError(errno.ENOSPC, "No space left on device"), False),
+        (writer_thread, OSError(errno.EROFS, "Read-only file system"), False),
+        (writer_thread, OSError(errno.EACCES, "Permission denied"), True),
+        (writer_thread, ValueError("a bug"), True),
+        (threading.current_thread(), OSError(errno.ENOSPC, "No space left on device"), True),
+    ]
+    for thread, error, reported in cases:
+        seen.clear()
+        threading.excepthook(threading.ExceptHookArgs((type(error), error, None, thread)))
+        assert seen == ([error] if reported else []), (thread, error)
+
+
 def test_unknown_agent_exits_2_and_lists_the_agents(tmp_path: Path) -> None:
     result = train("agent=nope", "env=cartpole", cwd=tmp_path)
     assert result.returncode == 2

@@ -154,6 +154,8 @@ def test_a_zoo_add_that_fails_leaves_the_earlier_entry_and_its_files_as_they_wer
 REAL_FS_AGENTS = ("dqn", "dt", "diamond")  # SB3 loop with a replay buffer; an offline learner; the epoch loop
 
 
+# TensorBoard's writer thread meets the same refusals: its traceback must not precede the trainer's one line
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 @pytest.mark.parametrize("agent", REAL_FS_AGENTS)
 def test_a_real_disk_that_fills_up_or_turns_read_only_mid_run_keeps_the_last_checkpoint_and_resumes(
