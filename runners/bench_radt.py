@@ -211,8 +211,9 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
     An entry keeps, per model, each seed's error, best return and normalized achieved-vs-target curve, with the
     budget and date it was measured at, so that the table and the plots of datasets measured by earlier
     invocations (whose runs may be gone) stay in the report. A dataset measured again at the same budget keeps the
-    seeds (and models) measured before and not now (``first_seed=1 seeds=2`` adds seeds 1 and 2 to an entry of seed
-    0), and its date lists both; at another budget the new measurement is an entry of its own beside the others."""
+    seeds and models measured before and not now (``first_seed=1 seeds=2`` adds seeds 1 and 2 to an entry of seed
+    0; ``models=radt_no_seqra`` adds that model beside the others' measurements of the same seeds), and its date
+    lists both; at another budget the new measurement is an entry of its own beside the others."""
     record = {name: list(entries) for name, entries in record.items()}
     for env, q in datasets:
         models = {
@@ -221,7 +222,7 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
                  "best_normalized_return": r["best_normalized_return"],
                  "normalized_targets": r["normalized_targets"], "normalized_achieved": r["normalized_achieved"]}
                 for seed in plan.seed_range
-                if (r := results.get((model, env, q, seed))) is not None
+                if model in plan.models and (r := results.get((model, env, q, seed))) is not None
             ]
             for model in MODELS
         }
@@ -232,7 +233,8 @@ def record_alignment(record: dict[str, Any], plan: Plan, datasets: list[tuple[st
         same = [i for i, old in enumerate(entries) if plan.same_budget(old)]
         if same:
             old = entries.pop(same[0])
-            kept = {m: [r for r in old["models"].get(m, []) if r["seed"] not in plan.seed_range] for m in MODELS}
+            kept = {m: [r for r in old["models"].get(m, [])
+                        if m not in plan.models or r["seed"] not in plan.seed_range] for m in MODELS}
             if any(kept.values()):
                 entry["models"] = {m: sorted(kept[m] + models[m], key=lambda r: r["seed"]) for m in MODELS}
                 earlier = [d for d in str(old["date"]).split(", ") if d != date]

@@ -457,6 +457,14 @@ def test_alignment_record_pools_the_seeds_of_a_later_invocation_at_the_same_budg
     assert [r["seed"] for r in second["models"]["dt"]] == [1] and second["models"]["radt"] == []
     assert list(alignment_table(longer)[1]) == ["3,000 steps, embed 64, 7 x 3 episodes",
                                                 "10,000 steps, embed 64, 7 x 3 episodes"]
+    # a later invocation of other models at the same budget and seeds adds them and keeps the models it did not run
+    ablations = Plan(seeds=1, steps=10000, embed=64, episodes=3, datasets=[], workers=1, first_seed=1,
+                     models=["radt_no_seqra"])
+    added = record_alignment(longer, ablations, [("hopper", "medium")], new, "2026-12-06")
+    _, both = added["hopper-medium"]
+    assert [(r["seed"], r["mean_absolute_error"]) for r in both["models"]["dt"]] == [(1, 4.0)]
+    assert [(r["seed"], r["mean_absolute_error"]) for r in both["models"]["radt_no_seqra"]] == [(1, 5.0)]
+    assert both["models"]["radt"] == [] and both["date"] == "2026-12-05, 2026-12-06"
 
 
 def test_alignment_runs_of_two_budgets_never_share_a_directory_and_models_are_checked(tmp_path: Path) -> None:
