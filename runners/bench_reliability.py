@@ -213,10 +213,10 @@ def run(out_path: str, workers: str = "2", part: str = "all", seconds: str = "12
     if part in ("all", "faults"):
         faults = render(run_suite(n), n)
     if part in ("all", "determinism"):
-        new = render_determinism(measure_determinism(chosen if part == "determinism" else None), DETERMINISM_HEADING)
+        new = render_determinism(measure_determinism(chosen), DETERMINISM_HEADING)
         determinism = merge_rows(determinism, new, chosen, list(DETERMINISM_RUNS)) if chosen else new
     if part in ("all", "memory"):
-        new = render_memory(measure_all(duration, chosen if part == "memory" else None), duration)
+        new = render_memory(measure_all(duration, chosen), duration)
         memory = merge_rows(memory, new, chosen, list(MEMORY_RUNS)) if chosen else new
     text = "\n".join(section.rstrip() + "\n" for section in (faults, determinism, memory) if section)
     path.write_text(text)
